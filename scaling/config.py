@@ -1,0 +1,256 @@
+"""Experiment configs: defaults, loading `FILE[:ARG]`, `--config.key=value` overrides, validation.
+
+An experiment is a Python file with `get_config(arg=None) -> ml_collections.ConfigDict` (start from
+`default_config()` and change fields) and, optionally, `get_sweep(arg=None) -> list[dict]` of
+override dicts (dotted keys) built with `scaling.sweeps.grid`. Experiment files are Python code:
+only load files you trust.
+
+`resolve(cfg)` fills the derived fields (n_kv_heads, d_ff, steps from a token budget) so that the
+`config.json` written next to every run is complete and re-runnable as it is.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import math
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+from scaling.errors import UserError
+
+ConfigDict = ml_collections.ConfigDict
+DEFAULT_EXPERIMENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "experiments", "default.py")
+
+CHOICES = {
+    "model.mlp": ("gelu", "swiglu"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.pos": ("rope", "learned", "sinusoidal"),
+    "model.dtype": ("float32", "bfloat16"),
+    "data.tokenizer": ("byte",),
+}
+
+
+def default_config() -> ConfigDict:
+    """Every key a user may set, with its default. Unknown keys are errors."""
+    c = ConfigDict()
+    c.name = "run"
+    c.model = ConfigDict(dict(
+        vocab_size=257,        # byte tokenizer: 256 bytes + end-of-document
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=0,          # 0 = n_heads (MHA); 1 = MQA; between = GQA
+        d_ff=0,                # 0 = 4*d_model (gelu) or 8/3*d_model rounded up to 8 (swiglu)
+        mlp="gelu",
+        norm="layernorm",
+        pos="learned",
+        max_len=0,             # position table size for pos=learned; 0 = train.seq_len
+        rope_theta=10000.0,
+        tie_embeddings=True,
+        dtype="float32",       # compute dtype; parameters stay float32
+        init_std=0.02,
+        norm_eps=1e-5,
+    ))
+    c.data = ConfigDict(dict(
+        name="kjv",            # built-in corpus, or any TFDS text dataset prepared under data_dir
+        data_dir="",           # "" = $SCALING_DATA_DIR or ~/.cache/scaling/tfds
+        text_key="text",
+        train_split="train",
+        val_split="validation",
+        tokenizer="byte",
+    ))
+    c.train = ConfigDict(dict(
+        steps=100,
+        tokens=0,              # > 0: token budget; steps = ceil(tokens / (batch_size*seq_len))
+        batch_size=32,
+        seq_len=128,
+        seed=0,
+        lr=3e-3,
+        warmup=0.05,           # < 1: fraction of steps; >= 1: number of steps
+        min_lr_ratio=0.1,      # cosine decays to this fraction of the peak
+        weight_decay=0.1,
+        b1=0.9,
+        b2=0.95,
+        grad_clip=1.0,
+    ))
+    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, pipeline=1))  # -1 = fill the devices
+    c.checkpoint = ConfigDict(dict(every=0, keep=2))  # every=0: only at the end
+    c.log = ConfigDict(dict(every=10))
+    c.eval = ConfigDict(dict(every=0, batches=8))     # validation loss; every=0: only at the end
+    return c
+
+
+# ---------------------------------------------------------------------------- loading
+
+def load_experiment(spec: str | None):
+    """Import an experiment file given as `FILE[:ARG]`; returns (module, arg)."""
+    spec = spec or DEFAULT_EXPERIMENT
+    path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path!r} (pass --config experiments/NAME.py[:ARG])")
+    mod_spec = importlib.util.spec_from_file_location(
+        "experiment_" + os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(mod_spec)
+    try:
+        mod_spec.loader.exec_module(module)
+    except Exception as e:  # an experiment file is user code: report where it broke
+        raise UserError(f"could not import config file {path!r}: {type(e).__name__}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise UserError(f"config file {path!r} defines no get_config(arg) function")
+    return module, (arg or None)
+
+
+def load_config(spec: str | None, overrides: Iterable[str] = ()) -> ConfigDict:
+    """Load `FILE[:ARG]` (default experiments/default.py) and apply `key=value` overrides."""
+    module, arg = load_experiment(spec)
+    cfg = module.get_config(arg)
+    if not isinstance(cfg, ConfigDict):
+        raise UserError(f"get_config() in {spec!r} must return an ml_collections.ConfigDict")
+    apply_overrides(cfg, parse_overrides(overrides))
+    return cfg
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`["train.steps=20", "model.mlp=swiglu"]` -> {"train.steps": 20, "model.mlp": "swiglu"}."""
+    out = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key:
+            raise UserError(f"bad override {item!r}: write --config.KEY=VALUE")
+        out[key] = _parse_value(text)
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def all_keys(cfg: ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in cfg.items():
+        if isinstance(v, ConfigDict):
+            keys += all_keys(v, prefix + k + ".")
+        else:
+            keys.append(prefix + k)
+    return keys
+
+
+def get_key(cfg: ConfigDict, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def apply_overrides(cfg: ConfigDict, overrides: dict[str, Any]) -> ConfigDict:
+    """Set dotted keys in place; unknown keys and wrong types are `UserError`s."""
+    known = all_keys(cfg)
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else " (see `scaling describe` for keys)"
+            raise UserError(f"unknown config key {key!r}{hint}")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        old = node[leaf]
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(old) is not type(value):
+            raise UserError(f"config key {key!r} takes a {type(old).__name__}, got {value!r}")
+        node[leaf] = value
+    return cfg
+
+
+# ---------------------------------------------------------------------------- resolution
+
+def resolve(cfg: ConfigDict) -> ConfigDict:
+    """Validate and fill derived fields; returns a new, complete config (the input is unchanged)."""
+    cfg = ConfigDict(cfg.to_dict())
+    validate(cfg)
+    m, t = cfg.model, cfg.train
+    if m.n_kv_heads == 0:
+        m.n_kv_heads = m.n_heads
+    if m.d_ff == 0:
+        m.d_ff = 4 * m.d_model if m.mlp == "gelu" else 8 * math.ceil(8 * m.d_model / 3 / 8)
+    if m.max_len == 0:
+        m.max_len = t.seq_len
+    if t.tokens > 0:
+        t.steps = math.ceil(t.tokens / (t.batch_size * t.seq_len))
+    validate(cfg)
+    return cfg
+
+
+def _check(ok: bool, msg: str):
+    if not ok:
+        raise UserError(msg)
+
+
+def validate(cfg: ConfigDict) -> None:
+    """Raise a one-line `UserError` naming the fix for the first bad field."""
+    for key, choices in CHOICES.items():
+        v = get_key(cfg, key)
+        _check(v in choices, f"{key}={v!r} is not one of {', '.join(choices)}")
+    m, t = cfg.model, cfg.train
+    for key in ("model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads",
+                "train.batch_size", "train.seq_len", "log.every", "eval.batches"):
+        _check(get_key(cfg, key) > 0, f"{key} must be > 0, got {get_key(cfg, key)}")
+    for key in ("model.n_kv_heads", "model.d_ff", "model.max_len", "train.steps", "train.tokens",
+                "checkpoint.every", "eval.every", "train.warmup", "train.weight_decay"):
+        _check(get_key(cfg, key) >= 0, f"{key} must be >= 0, got {get_key(cfg, key)}")
+    _check(t.steps > 0 or t.tokens > 0, "set train.steps > 0 or a token budget train.tokens > 0")
+    _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+    _check(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
+    _check(m.d_model % m.n_heads == 0,
+           f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
+           f"pick n_heads dividing d_model")
+    kv = m.n_kv_heads or m.n_heads
+    _check(kv <= m.n_heads and m.n_heads % kv == 0,
+           f"model.n_heads={m.n_heads} is not divisible by model.n_kv_heads={kv}; "
+           f"pick n_kv_heads dividing n_heads")
+    if m.pos == "rope":
+        _check((m.d_model // m.n_heads) % 2 == 0,
+               f"pos=rope needs an even head dim, got d_model/n_heads={m.d_model // m.n_heads}")
+    if m.pos == "learned" and m.max_len:
+        _check(t.seq_len <= m.max_len,
+               f"train.seq_len={t.seq_len} exceeds model.max_len={m.max_len}; "
+               f"raise model.max_len or lower train.seq_len")
+    for axis in ("data", "fsdp", "tensor", "pipeline"):
+        v = cfg.mesh[axis]
+        _check(v == -1 or v >= 1, f"mesh.{axis} must be >= 1 or -1 (fill), got {v}")
+    _check(sum(cfg.mesh[a] == -1 for a in ("data", "fsdp", "tensor", "pipeline")) <= 1,
+           "at most one mesh axis may be -1 (fill the remaining devices)")
+
+
+def to_json(cfg: ConfigDict) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+def from_json_file(path: str) -> ConfigDict:
+    """Load a resolved `config.json`, re-checked against the current defaults."""
+    with open(path) as f:
+        data = json.load(f)
+    cfg = default_config()
+    flat = {}
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, prefix + k + ".")
+            else:
+                flat[prefix + k] = v
+    walk(data)
+    return apply_overrides(cfg, flat)

@@ -1,0 +1,68 @@
+"""Parameter counts and training FLOPs per token: the only place these formulas live.
+
+Conventions (used by MFU, sweeps and fits alike):
+
+* `params_total`: every parameter, including the input embedding, an untied output head and a
+  learned position table (Hoffmann et al. 2022 count this N).
+* `params_non_embedding`: `params_total` minus the input embedding, the output head and the
+  position table (Kaplan et al. 2020 count this N): attention, MLP and norm weights.
+* `flops_per_token` (training, forward + backward = 3 x forward, 2 FLOPs per multiply-add):
+      6 * (params_non_embedding + d_model * vocab_size) + 12 * n_layers * seq_len * d_attn
+  The first term is every matmul weight used once per token; the output projection (tied or not)
+  is a real d_model x vocab matmul, so it is counted, while the embedding lookup is a gather and is
+  not. The second term is attention scores and their weighted sum (QK^T and AV) over the FULL
+  T x T square, i.e. causal masking is NOT discounted: this is the PaLM / nanoGPT / llm-foundry
+  "6N + 12 L H Q T" convention, so our MFU is comparable with theirs. Pass
+  `causal_attention=True` to halve the attention term (MaxText's newer convention).
+  Norm weights are in N (their 6 FLOPs per token are a rounding error); elementwise ops
+  (softmax, activations, norms) are not counted.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+
+def _norm_params(cfg) -> int:
+    return cfg.d_model * (1 if cfg.norm == "rmsnorm" else 2)  # scale (+ bias for layernorm)
+
+
+def layer_params(cfg) -> int:
+    """Parameters of one Transformer block."""
+    D, H, G, F = cfg.d_model, cfg.n_heads, cfg.n_kv_heads or cfg.n_heads, cfg.d_ff
+    K = D // H
+    attn = D * H * K + 2 * D * G * K + H * K * D
+    mlp = (3 if cfg.mlp == "swiglu" else 2) * D * F
+    return attn + mlp + 2 * _norm_params(cfg)
+
+
+def param_counts(cfg) -> dict[str, int]:
+    """{'total', 'non_embedding', 'embedding'} for a resolved model config (`cfg.model`)."""
+    non_emb = cfg.n_layers * layer_params(cfg) + _norm_params(cfg)
+    emb = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+    if cfg.pos == "learned":
+        emb += cfg.max_len * cfg.d_model
+    return {"total": non_emb + emb, "non_embedding": non_emb, "embedding": emb}
+
+
+def flops_per_token(cfg, seq_len: int, *, causal_attention: bool = False) -> float:
+    """Training FLOPs per token under the convention in the module docstring."""
+    n = param_counts(cfg)["non_embedding"] + cfg.d_model * cfg.vocab_size
+    d_attn = cfg.n_heads * (cfg.d_model // cfg.n_heads)
+    attn = 12 * cfg.n_layers * seq_len * d_attn
+    return 6.0 * n + (attn / 2 if causal_attention else attn)
+
+
+def describe(cfg) -> Mapping[str, float]:
+    """The numbers `scaling describe` prints for a resolved full config."""
+    counts = param_counts(cfg.model)
+    fpt = flops_per_token(cfg.model, cfg.train.seq_len)
+    tokens = cfg.train.steps * cfg.train.batch_size * cfg.train.seq_len
+    return {
+        "params_total": counts["total"],
+        "params_non_embedding": counts["non_embedding"],
+        "params_embedding": counts["embedding"],
+        "flops_per_token": fpt,
+        "tokens": tokens,
+        "flops": fpt * tokens,
+        "flops_convention": "6*(N_non_embedding + d_model*vocab) + 12*L*T*d_attn (attention not causally discounted)",
+    }

@@ -1,0 +1,164 @@
+"""A decoder-only Transformer LM in Flax NNX, readable top to bottom.
+
+Tensor names carry their shapes: B batch, T sequence, D d_model, H query heads, G key/value heads,
+K head dim, F d_ff, V vocab, L layers. Parameters are float32; `model.dtype` is the compute dtype.
+Every parameter carries logical axis names (`sharding_names`); `scaling.mesh` maps them to mesh
+axes in one table. Layers are stacked on a leading `layers` axis and applied with `nnx.scan`, so
+compile time does not grow with depth.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _meta(*names):
+    # Sharding is applied by the trainer from these names (see scaling/mesh.py), not eagerly here.
+    return {"out_sharding": names, "eager_sharding": False}
+
+
+def _normal(std):
+    return jax.nn.initializers.normal(stddev=std)
+
+
+def sinusoidal_positions(T: int, D: int) -> jax.Array:
+    """The fixed sin/cos table of Vaswani et al. 2017, shape [T, D]."""
+    pos_T1 = jnp.arange(T, dtype=jnp.float32)[:, None]
+    inv_freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, D, 2, dtype=jnp.float32) / D)
+    ang_TD2 = pos_T1 * inv_freq[None, :]
+    return jnp.concatenate([jnp.sin(ang_TD2), jnp.cos(ang_TD2)], axis=-1)[:, :D]
+
+
+def apply_rope(x_BTNK: jax.Array, positions_T: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding (Su et al. 2021), rotating pairs (i, i + K/2)."""
+    K = x_BTNK.shape[-1]
+    inv_freq = theta ** (-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
+    ang_TK2 = positions_T.astype(jnp.float32)[:, None] * inv_freq[None, :]
+    sin, cos = jnp.sin(ang_TK2)[None, :, None, :], jnp.cos(ang_TK2)[None, :, None, :]
+    x1, x2 = jnp.split(x_BTNK.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BTNK.dtype)
+
+
+def make_norm(cfg, rngs: nnx.Rngs) -> nnx.Module:
+    dtype = DTYPES[cfg.dtype]
+    if cfg.norm == "rmsnorm":
+        return nnx.RMSNorm(cfg.d_model, epsilon=cfg.norm_eps, dtype=dtype, rngs=rngs,
+                           scale_metadata=_meta("embed"))
+    return nnx.LayerNorm(cfg.d_model, epsilon=cfg.norm_eps, dtype=dtype, rngs=rngs,
+                         scale_metadata=_meta("embed"), bias_metadata=_meta("embed"))
+
+
+class Attention(nnx.Module):
+    """Causal self-attention with H query heads sharing G key/value heads (MHA, GQA, MQA)."""
+
+    def __init__(self, cfg, rngs: nnx.Rngs):
+        D, H, G = cfg.d_model, cfg.n_heads, cfg.n_kv_heads
+        K = D // H
+        dtype, std = DTYPES[cfg.dtype], cfg.init_std
+        out_std = std / math.sqrt(2 * cfg.n_layers)  # GPT-2: residual branches scaled by depth
+        proj = lambda eq, shape, names, s: nnx.Einsum(  # noqa: E731
+            eq, shape, dtype=dtype, kernel_init=_normal(s), kernel_metadata=_meta(*names), rngs=rngs)
+        self.wq = proj("BTD,DHK->BTHK", (D, H, K), ("embed", "heads", "head_dim"), std)
+        self.wk = proj("BTD,DGK->BTGK", (D, G, K), ("embed", "kv_heads", "head_dim"), std)
+        self.wv = proj("BTD,DGK->BTGK", (D, G, K), ("embed", "kv_heads", "head_dim"), std)
+        self.wo = proj("BTHK,HKD->BTD", (H, K, D), ("heads", "head_dim", "embed"), out_std)
+        self.rope_theta = cfg.rope_theta if cfg.pos == "rope" else None
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        q_BTHK, k_BTGK, v_BTGK = self.wq(x_BTD), self.wk(x_BTD), self.wv(x_BTD)
+        if self.rope_theta is not None:
+            pos_T = jnp.arange(x_BTD.shape[1])
+            q_BTHK = apply_rope(q_BTHK, pos_T, self.rope_theta)
+            k_BTGK = apply_rope(k_BTGK, pos_T, self.rope_theta)
+        # The library kernel handles GQA (G divides H) and the causal mask; cuDNN on GPU.
+        o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, is_causal=True)
+        return self.wo(o_BTHK)
+
+
+class MLP(nnx.Module):
+    """GELU MLP (D -> F -> D) or SwiGLU (Shazeer 2020: silu(x W0) * (x W1) -> D)."""
+
+    def __init__(self, cfg, rngs: nnx.Rngs):
+        D, F = cfg.d_model, cfg.d_ff
+        dtype, std = DTYPES[cfg.dtype], cfg.init_std
+        out_std = std / math.sqrt(2 * cfg.n_layers)
+        lin = lambda i, o, names, s: nnx.Linear(  # noqa: E731
+            i, o, use_bias=False, dtype=dtype, kernel_init=_normal(s),
+            kernel_metadata=_meta(*names), rngs=rngs)
+        self.swiglu = cfg.mlp == "swiglu"
+        self.wi = lin(D, F, ("embed", "mlp"), std)
+        if self.swiglu:
+            self.wg = lin(D, F, ("embed", "mlp"), std)
+        self.wo = lin(F, D, ("mlp", "embed"), out_std)
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        h_BTF = self.wi(x_BTD)
+        h_BTF = jax.nn.silu(self.wg(x_BTD)) * h_BTF if self.swiglu else jax.nn.gelu(h_BTF)
+        return self.wo(h_BTF)
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg, rngs: nnx.Rngs):
+        self.norm1, self.attn = make_norm(cfg, rngs), Attention(cfg, rngs)
+        self.norm2, self.mlp = make_norm(cfg, rngs), MLP(cfg, rngs)
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        x_BTD = x_BTD + self.attn(self.norm1(x_BTD))
+        return x_BTD + self.mlp(self.norm2(x_BTD))
+
+
+class Transformer(nnx.Module):
+    """Token ids [B, T] -> next-token logits [B, T, V] (float32)."""
+
+    def __init__(self, cfg, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, V = cfg.d_model, cfg.vocab_size
+        dtype = DTYPES[cfg.dtype]
+        self.embed = nnx.Embed(V, D, dtype=dtype, embedding_init=_normal(cfg.init_std),
+                               embedding_metadata=_meta("vocab", "embed"), rngs=rngs)
+        if cfg.pos == "learned":
+            self.pos_embed = nnx.Param(_normal(cfg.init_std)(rngs.params(), (cfg.max_len, D)),
+                                       **_meta(None, "embed"))
+
+        @nnx.split_rngs(splits=cfg.n_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def make_blocks(rngs):
+            return Block(cfg, rngs)
+
+        self.blocks = make_blocks(rngs)
+        self.final_norm = make_norm(cfg, rngs)
+        if not cfg.tie_embeddings:
+            self.head = nnx.Linear(D, V, use_bias=False, dtype=dtype,
+                                   kernel_init=_normal(cfg.init_std),
+                                   kernel_metadata=_meta("embed", "vocab"), rngs=rngs)
+
+    def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        T = tokens_BT.shape[1]
+        x_BTD = self.embed(tokens_BT)
+        if cfg.pos == "learned":
+            x_BTD = x_BTD + self.pos_embed[:T].astype(x_BTD.dtype)
+        elif cfg.pos == "sinusoidal":
+            x_BTD = x_BTD + sinusoidal_positions(T, cfg.d_model).astype(x_BTD.dtype)
+
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def run_blocks(x_BTD, block):
+            return block(x_BTD)
+
+        x_BTD = run_blocks(x_BTD, self.blocks)
+        x_BTD = self.final_norm(x_BTD)
+        logits_BTV = self.embed.attend(x_BTD) if cfg.tie_embeddings else self.head(x_BTD)
+        return logits_BTV.astype(jnp.float32)
+
+
+def init_model(cfg, seed: int) -> Transformer:
+    """Build the model (eagerly; the trainer jits this via `nnx.eval_shape`/`jax.jit`)."""
+    return Transformer(cfg, nnx.Rngs(params=seed))

@@ -1,0 +1,1 @@
+"""Sweeps: the grid grammar experiment files use, and the runner that executes trials."""

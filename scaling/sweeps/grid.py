@@ -1,0 +1,58 @@
+"""Sweep grammar for experiment files: each function returns a list of override dicts.
+
+An override dict maps dotted config keys to values, e.g. {"model.d_model": 64, "train.tokens":
+1_000_000}. Experiment files return such a list from `get_sweep(arg)`; the runner turns each into
+a resolved config and a trial.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable, Mapping
+
+from scaling import counting
+from scaling.config import ConfigDict, apply_overrides, resolve
+
+Point = dict[str, Any]
+
+
+def size(d_model: int, n_layers: int, n_heads: int | None = None, **extra: Any) -> Point:
+    """A model size as overrides; n_heads defaults to d_model // 16 (head dim 16), at least 1."""
+    point = {"model.d_model": d_model, "model.n_layers": n_layers,
+             "model.n_heads": n_heads or max(1, d_model // 16)}
+    point.update({k if "." in k else f"model.{k}": v for k, v in extra.items()})
+    return point
+
+
+def product(*axes: Iterable[Point] | Mapping[str, Iterable[Any]]) -> list[Point]:
+    """Cartesian product. Each axis is a list of override dicts or {key: [values]}."""
+    lists = []
+    for axis in axes:
+        if isinstance(axis, Mapping):
+            for key, values in axis.items():
+                lists.append([{key: v} for v in values])
+        else:
+            lists.append(list(axis))
+    return [dict(kv for d in combo for kv in d.items()) for combo in itertools.product(*lists)]
+
+
+def sizes_x_tokens(sizes: Iterable[Point], tokens: Iterable[int]) -> list[Point]:
+    """Every model size trained on every token budget (`train.tokens`)."""
+    return product(list(sizes), {"train.tokens": list(tokens)})
+
+
+def isoflop(base: ConfigDict, budgets: Iterable[float], sizes: Iterable[Point]) -> list[Point]:
+    """IsoFLOP grid: for each compute budget C and size, D = C / flops_per_token(size).
+
+    With our FLOPs convention (scaling.counting) this is Chinchilla's D = C / (6N) plus the
+    attention and output-projection terms, so the `flops` column of every trial equals its C.
+    Sizes whose D would be under one batch are skipped.
+    """
+    points = []
+    for c in budgets:
+        for s in sizes:
+            cfg = resolve(apply_overrides(ConfigDict(base.to_dict()), s))
+            fpt = counting.flops_per_token(cfg.model, cfg.train.seq_len)
+            tokens = int(c / fpt)
+            if tokens >= cfg.train.batch_size * cfg.train.seq_len:
+                points.append({**s, "train.tokens": tokens, "sweep.budget": float(c)})
+    return points

@@ -1,0 +1,269 @@
+"""Train state, the jitted sharded step, the loop, checkpoint/resume and metrics lines.
+
+Read top to bottom: `Trainer` builds the optimizer, the shardings and the jitted functions for one
+resolved config on one mesh; `train()` runs a workdir: resume from the latest orbax checkpoint,
+step, log `metrics.jsonl`, evaluate, checkpoint, and write `summary.json`.
+
+The train state is a plain pytree {"step", "params", "opt_state"} (params as a pure dict, merged
+into the NNX model inside the step), so optax, orbax and shardings see ordinary nested dicts.
+The data order is a pure function of (seed, step), so a restored step is all the iterator needs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from scaling import counting, mesh as mesh_lib
+from scaling.config import ConfigDict, resolve, to_json
+from scaling.data import TokenBatches
+from scaling.errors import UserError
+from scaling.metrics import JsonlWriter, peak_flops, write_json_atomic
+from scaling.model import Transformer
+
+
+class TrainingError(RuntimeError):
+    """Training failed while running (exit code 1), e.g. a non-finite loss."""
+
+
+def make_optimizer(t: ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warmup and cosine decay to `min_lr_ratio` of the peak; global-norm clip."""
+    warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
+    warmup = min(warmup, t.steps - 1) if t.steps > 1 else 0
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=t.lr, warmup_steps=warmup, decay_steps=max(t.steps, 1),
+        end_value=t.lr * t.min_lr_ratio)
+    tx = optax.chain(
+        optax.clip_by_global_norm(t.grad_clip) if t.grad_clip > 0 else optax.identity(),
+        optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=_decay_mask))
+    return tx, schedule
+
+
+def _decay_mask(params):
+    """Weight-decay matrices and embeddings, not norm scales/biases (GPT-2 / nanoGPT practice).
+
+    Decided by name, since stacked layers give a norm scale the shape [L, D] of a matrix.
+    """
+    decayed = ("kernel", "embedding", "pos_embed")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(getattr(k, "key", None) in decayed for k in path), params)
+
+
+class Trainer:
+    """Optimizer, shardings and jitted init/step/eval for one resolved config on one mesh."""
+
+    def __init__(self, cfg: ConfigDict, mesh: jax.sharding.Mesh):
+        self.cfg, self.mesh = cfg, mesh
+        self.tx, self.schedule = make_optimizer(cfg.train)
+        abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(params=0)))
+        self.graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
+        logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
+        abstract = nnx.to_pure_dict(abstract_params)
+        param_sh = jax.tree.map(lambda names, a: mesh_lib.logical_sharding(names, a.shape, mesh),
+                                logical, abstract, is_leaf=lambda x: isinstance(x, P))
+        repl = mesh_lib.replicated(mesh)
+        abstract_opt = jax.eval_shape(self.tx.init, abstract)
+        opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abstract_opt, param_sh,
+                                       transform_non_params=lambda _: repl)
+        self.state_sharding = {"step": repl, "params": param_sh, "opt_state": opt_sh}
+        self.batch_sharding = mesh_lib.batch_sharding(mesh)
+        self.abstract_state = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abstract,
+             "opt_state": abstract_opt}, self.state_sharding)
+        self.init = jax.jit(self._init, out_shardings=self.state_sharding)
+        self.step = jax.jit(self._step, in_shardings=(self.state_sharding, self.batch_sharding),
+                            out_shardings=(self.state_sharding, repl), donate_argnums=0)
+        self.eval_loss = jax.jit(self._eval_loss,
+                                 in_shardings=(param_sh, self.batch_sharding), out_shardings=repl)
+
+    # -- pure functions (traced once) --
+    def _init(self, seed):
+        model = Transformer(self.cfg.model, nnx.Rngs(params=jax.random.key(seed)))
+        params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+        return {"step": jnp.zeros((), jnp.int32), "params": params,
+                "opt_state": self.tx.init(params)}
+
+    def _loss(self, params, tokens_BT1):
+        logits_BTV = nnx.merge(self.graphdef, params)(tokens_BT1[:, :-1])
+        return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:]).mean()
+
+    def _step(self, state, tokens_BT1):
+        loss, grads = jax.value_and_grad(self._loss)(state["params"], tokens_BT1)
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+                   "lr": self.schedule(state["step"])}
+        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+    def _eval_loss(self, params, tokens_BT1):
+        return self._loss(params, tokens_BT1)
+
+    # -- host helpers --
+    def global_batch(self, local_BT1: np.ndarray) -> jax.Array:
+        """Assemble the global batch from this process's rows (multi-host ready)."""
+        return jax.make_array_from_process_local_data(self.batch_sharding, local_BT1)
+
+
+def _checkpoint_manager(workdir: str, cfg: ConfigDict) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=cfg.checkpoint.keep, create=True,
+                                           enable_async_checkpointing=True)
+    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                                 options=options)
+
+
+def prepare_workdir(cfg: ConfigDict, workdir: str) -> None:
+    """Create the workdir; refuse one that holds a different experiment's run."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, ".write_test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
+                        f"pass a writable --workdir") from e
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old != json.loads(to_json(cfg)):
+            raise UserError(f"workdir {workdir!r} holds a run with a different config; "
+                            f"use a new --workdir (or delete that one to start over)")
+
+
+def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] | None = None,
+          verbose: bool = True) -> dict:
+    """Train (or resume) the run in `workdir`; returns the summary dict (also `summary.json`)."""
+    cfg = resolve(cfg)
+    t_start = time.perf_counter()
+    summary_path = os.path.join(workdir, "summary.json")
+    prepare_workdir(cfg, workdir)
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if summary.get("status") == "done":
+            return summary
+
+    mesh = mesh_lib.make_mesh(cfg.mesh)
+    mesh_lib.check_divisibility(cfg, mesh)
+    n_proc, proc = jax.process_count(), jax.process_index()
+    train_data = TokenBatches(cfg, cfg.data.train_split, process_index=proc, process_count=n_proc)
+    val_data = TokenBatches(cfg, cfg.data.val_split, process_index=proc, process_count=n_proc)
+    is_main = proc == 0
+    if is_main:
+        write_json_atomic(os.path.join(workdir, "config.json"), json.loads(to_json(cfg)))
+
+    trainer = Trainer(cfg, mesh)
+    t, steps = cfg.train, cfg.train.steps
+    tokens_per_step = t.batch_size * t.seq_len
+    desc = counting.describe(cfg)
+    fpt = desc["flops_per_token"]
+    peak, peak_source = peak_flops(cfg.model.dtype)
+
+    log = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+    mngr = _checkpoint_manager(workdir, cfg)
+    start, prior_wall = 0, 0.0
+    if mngr.latest_step() is not None:
+        start = mngr.latest_step()
+        restored = mngr.restore(start, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(trainer.abstract_state), meta=ocp.args.JsonRestore()))
+        state, prior_wall = restored.state, restored.meta["wall_s"]
+    else:
+        state = trainer.init(t.seed)
+    if is_main:
+        log.truncate_after(start)  # lines past the checkpoint are redone, never duplicated
+
+    def save(step: int):
+        meta = {"step": step, "seed": t.seed, "wall_s": prior_wall + time.perf_counter() - t_start}
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave(meta)))
+        if is_main:
+            log.sync()
+
+    def evaluate(step: int) -> dict:
+        losses = [trainer.eval_loss(state["params"], trainer.global_batch(val_data.batch(i)))
+                  for i in range(min(cfg.eval.batches, val_data.num_batches))]
+        val_loss = float(np.mean(jax.device_get(losses)))
+        row = {"step": step, "split": "val", "tokens": step * tokens_per_step,
+               "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0))}
+        if is_main:
+            log.write(row)
+        return row
+
+    last_row, val_row = None, None
+    t_window, steps_window = None, 0
+    for step in range(start + 1, steps + 1):
+        state, metrics = trainer.step(state, trainer.global_batch(train_data.batch(step - 1)))
+        if t_window is None:  # the first step compiles: time from its end
+            jax.block_until_ready(metrics)
+            t_window, steps_window = time.perf_counter(), 0
+        else:
+            steps_window += 1
+        if step % cfg.log.every == 0 or step == steps:
+            m = jax.device_get(metrics)  # the only host sync in the loop
+            loss = float(m["loss"])
+            if not math.isfinite(loss):
+                mngr.wait_until_finished()
+                raise TrainingError(f"non-finite loss {loss} at step {step}; last good checkpoint: "
+                                    f"step {mngr.latest_step()} in {workdir}/checkpoints")
+            now = time.perf_counter()
+            tps = steps_window * tokens_per_step / (now - t_window) if steps_window else float("nan")
+            last_row = {"step": step, "tokens": step * tokens_per_step, "loss": loss,
+                        "ppl": math.exp(min(loss, 50.0)), "lr": float(m["lr"]),
+                        "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps,
+                        "mfu": tps * fpt / peak if steps_window else float("nan")}
+            if is_main:
+                log.write(last_row)
+            if verbose and is_main:
+                print(f"step {step}/{steps} loss {loss:.4f} tok/s {tps:,.0f} "
+                      f"mfu {last_row['mfu']:.3f}", flush=True)
+            t_window, steps_window = time.perf_counter(), 0
+        if cfg.eval.every and step % cfg.eval.every == 0 and step != steps:
+            val_row = evaluate(step)
+            t_window, steps_window = time.perf_counter(), 0
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != steps:
+            save(step)
+        if on_step:
+            on_step(step, steps)
+
+    if start < steps or val_row is None:
+        val_row = evaluate(steps)
+    save(steps)
+    mngr.wait_until_finished()
+    mngr.close()
+    if last_row is None:  # resumed at the very end: recover the last train line from the log
+        last_row = next(r for r in reversed(log_rows(workdir)) if "loss" in r)
+    summary = {
+        "status": "done",
+        "params_total": desc["params_total"],
+        "params_non_embedding": desc["params_non_embedding"],
+        "flops_per_token": fpt,
+        "flops_convention": desc["flops_convention"],
+        "tokens": steps * tokens_per_step,
+        "flops": fpt * steps * tokens_per_step,
+        "steps": steps,
+        "loss": last_row["loss"], "ppl": last_row["ppl"],
+        "val_loss": val_row["val_loss"], "val_ppl": val_row["val_ppl"],
+        "tokens_per_s": last_row["tokens_per_s"], "mfu": last_row["mfu"],
+        "peak_flops": peak, "peak_source": peak_source,
+        "wall_s": prior_wall + time.perf_counter() - t_start,
+        "devices": jax.device_count(), "mesh": dict(mesh.shape),
+    }
+    if is_main:
+        write_json_atomic(summary_path, summary)
+    return summary
+
+
+def log_rows(workdir: str) -> list[dict]:
+    from scaling.metrics import read_jsonl
+    return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
