@@ -102,7 +102,7 @@ class Trainer:
         loss, grads = jax.value_and_grad(self._loss)(state["params"], tokens_BT1)
         updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                    "lr": self.schedule(state["step"])}
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
@@ -202,39 +202,44 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
 
     last_row, val_row = None, None
     t_window, steps_window = None, 0
-    for step in range(start + 1, steps + 1):
-        state, metrics = trainer.step(state, trainer.global_batch(train_data.batch(step - 1)))
-        if t_window is None:  # the first step compiles: time from its end
-            jax.block_until_ready(metrics)
-            t_window, steps_window = time.perf_counter(), 0
-        else:
-            steps_window += 1
-        if step % cfg.log.every == 0 or step == steps:
-            m = jax.device_get(metrics)  # the only host sync in the loop
-            loss = float(m["loss"])
-            if not math.isfinite(loss):
-                mngr.wait_until_finished()
-                raise TrainingError(f"non-finite loss {loss} at step {step}; last good checkpoint: "
-                                    f"step {mngr.latest_step()} in {workdir}/checkpoints")
-            now = time.perf_counter()
-            tps = steps_window * tokens_per_step / (now - t_window) if steps_window else float("nan")
-            last_row = {"step": step, "tokens": step * tokens_per_step, "loss": loss,
-                        "ppl": math.exp(min(loss, 50.0)), "lr": float(m["lr"]),
-                        "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps,
-                        "mfu": tps * fpt / peak if steps_window else float("nan")}
-            if is_main:
-                log.write(last_row)
-            if verbose and is_main:
-                print(f"step {step}/{steps} loss {loss:.4f} tok/s {tps:,.0f} "
-                      f"mfu {last_row['mfu']:.3f}", flush=True)
-            t_window, steps_window = time.perf_counter(), 0
-        if cfg.eval.every and step % cfg.eval.every == 0 and step != steps:
-            val_row = evaluate(step)
-            t_window, steps_window = time.perf_counter(), 0
-        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != steps:
-            save(step)
-        if on_step:
-            on_step(step, steps)
+    try:
+        for step in range(start + 1, steps + 1):
+            state, metrics = trainer.step(state, trainer.global_batch(train_data.batch(step - 1)))
+            if t_window is None:  # the first step compiles: time from its end
+                jax.block_until_ready(metrics)
+                t_window, steps_window = time.perf_counter(), 0
+            else:
+                steps_window += 1
+            if step % cfg.log.every == 0 or step == steps:
+                m = jax.device_get(metrics)  # the only host sync in the loop
+                loss = float(m["loss"])
+                if not math.isfinite(loss):
+                    mngr.wait_until_finished()
+                    raise TrainingError(f"non-finite loss {loss} at step {step}; last good checkpoint: "
+                                        f"step {mngr.latest_step()} in {workdir}/checkpoints")
+                now = time.perf_counter()
+                tps = steps_window * tokens_per_step / (now - t_window) if steps_window else float("nan")
+                last_row = {"step": step, "tokens": step * tokens_per_step, "loss": loss,
+                            "ppl": math.exp(min(loss, 50.0)), "lr": float(m["lr"]),
+                            "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps,
+                            "mfu": tps * fpt / peak if steps_window else float("nan")}
+                if is_main:
+                    log.write(last_row)
+                if verbose and is_main:
+                    print(f"step {step}/{steps} loss {loss:.4f} tok/s {tps:,.0f} "
+                          f"mfu {last_row['mfu']:.3f}", flush=True)
+                t_window, steps_window = time.perf_counter(), 0
+            if cfg.eval.every and step % cfg.eval.every == 0 and step != steps:
+                val_row = evaluate(step)
+                t_window, steps_window = time.perf_counter(), 0
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != steps:
+                save(step)
+            if on_step:
+                on_step(step, steps)
+    except BaseException:
+        mngr.wait_until_finished()  # let a started save finish; orbax commits atomically
+        mngr.close()
+        raise
 
     if start < steps or val_row is None:
         val_row = evaluate(steps)

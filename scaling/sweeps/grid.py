@@ -44,7 +44,8 @@ def isoflop(base: ConfigDict, budgets: Iterable[float], sizes: Iterable[Point]) 
     """IsoFLOP grid: for each compute budget C and size, D = C / flops_per_token(size).
 
     With our FLOPs convention (scaling.counting) this is Chinchilla's D = C / (6N) plus the
-    attention and output-projection terms, so the `flops` column of every trial equals its C.
+    attention and output-projection terms, so the `flops` column of every trial equals its C
+    (up to rounding the tokens to whole steps).
     Sizes whose D would be under one batch are skipped.
     """
     points = []

@@ -1,0 +1,56 @@
+"""A 2-trial sweep end to end: trials, results table, plots; a rerun skips finished trials."""
+import os
+
+import pandas as pd
+
+from conftest import run_cli
+from scaling.sweeps import grid
+from scaling.sweeps.runner import expand
+from scaling.config import default_config
+
+
+def test_two_trial_sweep_end_to_end(tmp_path):
+    w = str(tmp_path / "sweep")
+    r = run_cli("sweep", "--config", "tests/tiny_experiment.py", "--workdir", w)
+    assert r.returncode == 0, r.stderr + r.stdout
+    df = pd.read_parquet(os.path.join(w, "results.parquet"))
+    assert len(df) == 2 and (df["status"] == "done").all()
+    for col in ("trial_id", "train.tokens", "params_total", "params_non_embedding", "tokens",
+                "flops", "loss", "val_loss", "val_ppl", "wall_s", "status"):
+        assert col in df.columns, col
+    assert sorted(df["tokens"]) == [8 * 8 * 32, 12 * 8 * 32]
+    assert (df["val_loss"] > 0).all() and df["trial_id"].is_unique
+    assert os.path.exists(os.path.join(w, "results.csv"))
+    pngs = [f for f in os.listdir(os.path.join(w, "plots")) if f.endswith(".png")]
+    assert pngs and all(os.path.getsize(os.path.join(w, "plots", f)) > 1000 for f in pngs)
+    assert "trial 1/2" in r.stderr  # the progress bar names the trial
+
+    again = run_cli("sweep", "--config", "tests/tiny_experiment.py", "--workdir", w)
+    assert again.returncode == 0
+    assert again.stdout.count("(skipped)") == 2
+    df2 = pd.read_parquet(os.path.join(w, "results.parquet"))
+    pd.testing.assert_frame_equal(df, df2)
+
+
+def test_trial_ids_are_stable_and_distinct():
+    a, varied = expand("tests/tiny_experiment.py:4", [])
+    b, _ = expand("tests/tiny_experiment.py:4", [])
+    assert [t.trial_id for t in a] == [t.trial_id for t in b]
+    assert len({t.trial_id for t in a}) == 4
+    assert varied == ["model.d_model", "model.n_heads", "model.n_layers", "train.tokens"]
+    c, _ = expand("tests/tiny_experiment.py:4", ["train.lr=0.001"])
+    assert not {t.trial_id for t in a} & {t.trial_id for t in c}  # a changed config is new
+
+
+def test_isoflop_grid_matches_budget():
+    base = default_config()
+    sizes = [grid.size(32, 2), grid.size(64, 2), grid.size(128, 2)]
+    points = grid.isoflop(base, [1e12, 4e12], sizes)
+    from scaling import counting
+    from scaling.config import apply_overrides, resolve, ConfigDict
+    for p in points:
+        cfg = resolve(apply_overrides(ConfigDict(base.to_dict()),
+                                      {k: v for k, v in p.items() if not k.startswith("sweep.")}))
+        c = counting.flops_per_token(cfg.model, cfg.train.seq_len) * p["train.tokens"]
+        assert abs(c / p["sweep.budget"] - 1) < 1e-3
+    assert len(points) == 6
