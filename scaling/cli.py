@@ -83,7 +83,32 @@ def cmd_train(args) -> int:
 def cmd_sweep(args) -> int:
     setup_jax()
     from scaling.sweeps.runner import run_sweep
-    return run_sweep(args.config, args.overrides, args.workdir, retry_failed=args.retry_failed)
+    return run_sweep(args.config, args.overrides, args.workdir, retry_failed=args.retry_failed,
+                     plan_only=args.dry_run)
+
+
+def cmd_status(args) -> int:
+    import pandas as pd
+    from scaling.sweeps.runner import status_table
+    df = status_table(args.workdir)
+    if args.json:
+        print(df.to_json(orient="records"))
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    counts = df["status"].value_counts().to_dict()
+    eta = df["eta_s"].sum()
+    print(", ".join(f"{v} {k}" for k, v in counts.items())
+          + (f"; ETA of running trials {eta / 60:.1f} min" if eta > 0 else ""))
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from scaling.sweeps.runner import collect
+    df = collect(args.workdir)
+    print(f"{len(df)} trials ({(df['status'] == 'done').sum()} done) -> "
+          f"{os.path.join(args.workdir, 'results.parquet')}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp, required=False)
     sp.add_argument("--workdir", required=True)
     sp.add_argument("--retry-failed", action="store_true", help="rerun trials that failed")
+    sp.add_argument("--dry-run", action="store_true",
+                    help="print the trials with N, D, C and an estimated time; train nothing")
     sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("status", help="progress of a sweep's trials, with ETA")
+    sp.add_argument("workdir", metavar="DIR")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("collect", help="write DIR/results.parquet and results.csv")
+    sp.add_argument("workdir", metavar="DIR")
+    sp.set_defaults(func=cmd_collect)
 
     from analysis import cli as analysis_cli
     analysis_cli.register(sub)

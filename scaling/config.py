@@ -79,6 +79,11 @@ def default_config() -> ConfigDict:
         grad_clip=1.0,
     ))
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, pipeline=1))  # -1 = fill the devices
+    c.pipeline = ConfigDict(dict(microbatches=0))     # GPipe microbatches; 0 = mesh.pipeline
+    # Multi-process runs (docs/parallelism.md): coordinator "" = single process, unless auto=True,
+    # which calls jax.distributed.initialize() with no arguments (SLURM / TPU pod auto-detection).
+    # process_id -1 = from $SCALING_PROCESS_ID or $SLURM_PROCID.
+    c.distributed = ConfigDict(dict(coordinator="", num_processes=0, process_id=-1, auto=False))
     c.checkpoint = ConfigDict(dict(every=0, keep=2))  # every=0: only at the end
     c.log = ConfigDict(dict(every=10))
     c.eval = ConfigDict(dict(every=0, batches=8))     # validation loss; every=0: only at the end
@@ -208,7 +213,8 @@ def validate(cfg: ConfigDict) -> None:
                 "train.batch_size", "train.seq_len", "log.every", "eval.batches"):
         _check(get_key(cfg, key) > 0, f"{key} must be > 0, got {get_key(cfg, key)}")
     for key in ("model.n_kv_heads", "model.d_ff", "model.max_len", "train.steps", "train.tokens",
-                "checkpoint.every", "eval.every", "train.warmup", "train.weight_decay"):
+                "checkpoint.every", "eval.every", "train.warmup", "train.weight_decay",
+                "pipeline.microbatches", "distributed.num_processes"):
         _check(get_key(cfg, key) >= 0, f"{key} must be >= 0, got {get_key(cfg, key)}")
     _check(t.steps > 0 or t.tokens > 0, "set train.steps > 0 or a token budget train.tokens > 0")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")

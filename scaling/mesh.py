@@ -21,7 +21,7 @@ AXES = ("data", "fsdp", "pipeline", "tensor")
 # logical axis -> mesh axis (or tuple of axes, or None = replicated)
 RULES: dict[str | None, str | tuple[str, ...] | None] = {
     "batch": ("data", "fsdp"),   # FSDP shards the batch too (ZeRO-3 style data parallelism)
-    "layers": None,              # pipeline stages arrive with pipeline parallelism
+    "layers": "pipeline",        # contiguous layer chunks = pipeline stages (scaling/pipeline.py)
     "vocab": "tensor",
     "embed": "fsdp",
     "heads": "tensor",           # Megatron: column-parallel Q/K/V, row-parallel output
@@ -71,7 +71,14 @@ def check_divisibility(cfg, mesh: Mesh) -> None:
     if m.d_ff % s["tensor"]:
         raise UserError(f"model.d_ff={m.d_ff} is not divisible by mesh.tensor={s['tensor']}")
     if s["pipeline"] > 1:
-        raise UserError("mesh.pipeline > 1 is not supported yet; set mesh.pipeline=1")
+        p, micro = s["pipeline"], cfg.pipeline.microbatches or s["pipeline"]
+        if m.n_layers % p:
+            raise UserError(f"model.n_layers={m.n_layers} is not divisible by mesh.pipeline={p}; "
+                            f"pick a pipeline size dividing the number of layers")
+        if (t.batch_size // batch_shards) % micro:
+            raise UserError(f"the batch per data shard ({t.batch_size // batch_shards} = "
+                            f"train.batch_size/(mesh.data*mesh.fsdp)) is not divisible by "
+                            f"pipeline.microbatches={micro}; change either")
 
 
 def logical_sharding(names, shape, mesh: Mesh) -> NamedSharding:

@@ -35,11 +35,15 @@ def sinusoidal_positions(T: int, D: int) -> jax.Array:
 
 
 def apply_rope(x_BTNK: jax.Array, positions_T: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding (Su et al. 2021), rotating pairs (i, i + K/2)."""
+    """Rotary position embedding (Su et al. 2021), rotating pairs (i, i + K/2).
+
+    `positions_T` is [T] (shared by the batch) or [B, T] (per row, as in KV-cached decoding).
+    """
     K = x_BTNK.shape[-1]
     inv_freq = theta ** (-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
-    ang_TK2 = positions_T.astype(jnp.float32)[:, None] * inv_freq[None, :]
-    sin, cos = jnp.sin(ang_TK2)[None, :, None, :], jnp.cos(ang_TK2)[None, :, None, :]
+    ang_BTK2 = positions_T.astype(jnp.float32)[..., None] * inv_freq
+    ang_BTK2 = ang_BTK2 if ang_BTK2.ndim == 3 else ang_BTK2[None]
+    sin, cos = jnp.sin(ang_BTK2)[:, :, None, :], jnp.cos(ang_BTK2)[:, :, None, :]
     x1, x2 = jnp.split(x_BTNK.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTNK.dtype)
@@ -80,6 +84,23 @@ class Attention(nnx.Module):
         o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, is_causal=True)
         return self.wo(o_BTHK)
 
+    def decode(self, x_BTD, k_BSGK, v_BSGK, index, pos_BT, mask_BTS):
+        """`__call__` for T new tokens with a key/value cache of S slots (scaling/decode.py).
+
+        The new keys/values are written at cache slots [index, index + T); the queries attend
+        to the cache under `mask_BTS` (causal, minus left padding), and rope rotates by the
+        absolute positions `pos_BT`. Returns (out_BTD, k_BSGK, v_BSGK).
+        """
+        q_BTHK, k_BTGK, v_BTGK = self.wq(x_BTD), self.wk(x_BTD), self.wv(x_BTD)
+        if self.rope_theta is not None:
+            q_BTHK = apply_rope(q_BTHK, pos_BT, self.rope_theta)
+            k_BTGK = apply_rope(k_BTGK, pos_BT, self.rope_theta)
+        write = lambda c_BSGK, x_BTGK: jax.lax.dynamic_update_slice(  # noqa: E731
+            c_BSGK, x_BTGK.astype(c_BSGK.dtype), (0, index, 0, 0))
+        k_BSGK, v_BSGK = write(k_BSGK, k_BTGK), write(v_BSGK, v_BTGK)
+        o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BSGK, v_BSGK, mask=mask_BTS[:, None])
+        return self.wo(o_BTHK), k_BSGK, v_BSGK
+
 
 class MLP(nnx.Module):
     """GELU MLP (D -> F -> D) or SwiGLU (Shazeer 2020: silu(x W0) * (x W1) -> D)."""
@@ -114,6 +135,13 @@ class Block(nnx.Module):
         x_BTD = x_BTD + self.attn(self.norm1(x_BTD))
         return x_BTD + self.mlp(self.norm2(x_BTD))
 
+    def decode(self, x_BTD, k_BSGK, v_BSGK, index, pos_BT, mask_BTS):
+        """`__call__` with a key/value cache (see `Attention.decode`); returns (x, k, v)."""
+        a_BTD, k_BSGK, v_BSGK = self.attn.decode(self.norm1(x_BTD), k_BSGK, v_BSGK, index,
+                                                 pos_BT, mask_BTS)
+        x_BTD = x_BTD + a_BTD
+        return x_BTD + self.mlp(self.norm2(x_BTD)), k_BSGK, v_BSGK
+
 
 class Transformer(nnx.Module):
     """Token ids [B, T] -> next-token logits [B, T, V] (float32)."""
@@ -141,6 +169,18 @@ class Transformer(nnx.Module):
                                    kernel_metadata=_meta("embed", "vocab"), rngs=rngs)
 
     def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+        x_BTD = self.embed_inputs(tokens_BT)
+
+        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+        def run_blocks(x_BTD, block):
+            return block(x_BTD)
+
+        return self.logits(run_blocks(x_BTD, self.blocks))
+
+    # The two ends of the network, also used by the pipeline-parallel path (scaling/pipeline.py),
+    # which runs `self.blocks` itself in stages.
+    def embed_inputs(self, tokens_BT: jax.Array) -> jax.Array:
+        """Token ids [B, T] -> token (+ position) embeddings [B, T, D]."""
         cfg = self.cfg
         T = tokens_BT.shape[1]
         x_BTD = self.embed(tokens_BT)
@@ -148,14 +188,12 @@ class Transformer(nnx.Module):
             x_BTD = x_BTD + self.pos_embed[:T].astype(x_BTD.dtype)
         elif cfg.pos == "sinusoidal":
             x_BTD = x_BTD + sinusoidal_positions(T, cfg.d_model).astype(x_BTD.dtype)
+        return x_BTD
 
-        @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
-        def run_blocks(x_BTD, block):
-            return block(x_BTD)
-
-        x_BTD = run_blocks(x_BTD, self.blocks)
+    def logits(self, x_BTD: jax.Array) -> jax.Array:
+        """Final norm and output projection: [B, T, D] -> float32 logits [B, T, V]."""
         x_BTD = self.final_norm(x_BTD)
-        logits_BTV = self.embed.attend(x_BTD) if cfg.tie_embeddings else self.head(x_BTD)
+        logits_BTV = self.embed.attend(x_BTD) if self.cfg.tie_embeddings else self.head(x_BTD)
         return logits_BTV.astype(jnp.float32)
 
 

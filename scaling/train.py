@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from scaling import counting, mesh as mesh_lib
+from scaling import counting, distributed, mesh as mesh_lib, pipeline
 from scaling.config import ConfigDict, resolve, to_json
 from scaling.data import TokenBatches
 from scaling.errors import UserError
@@ -95,7 +95,14 @@ class Trainer:
                 "opt_state": self.tx.init(params)}
 
     def _loss(self, params, tokens_BT1):
-        logits_BTV = nnx.merge(self.graphdef, params)(tokens_BT1[:, :-1])
+        model = nnx.merge(self.graphdef, params)
+        n_stages = self.mesh.shape["pipeline"]
+        if n_stages == 1:
+            logits_BTV = model(tokens_BT1[:, :-1])
+        else:  # embed -> GPipe over the stacked blocks -> final norm/head
+            x_BTD = pipeline.run_blocks(model.blocks, model.embed_inputs(tokens_BT1[:, :-1]),
+                                        n_stages, pipeline.num_microbatches(self.cfg), self.mesh)
+            logits_BTV = model.logits(x_BTD)
         return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:]).mean()
 
     def _step(self, state, tokens_BT1):
@@ -122,16 +129,10 @@ def _checkpoint_manager(workdir: str, cfg: ConfigDict) -> ocp.CheckpointManager:
                                  options=options)
 
 
-def prepare_workdir(cfg: ConfigDict, workdir: str) -> None:
-    """Create the workdir; refuse one that holds a different experiment's run."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
-                        f"pass a writable --workdir") from e
+def check_workdir(cfg: ConfigDict, workdir: str) -> None:
+    """Read-only: refuse a workdir that holds a different experiment's run."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"workdir {workdir!r} is a file; pass a directory to --workdir")
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -141,13 +142,27 @@ def prepare_workdir(cfg: ConfigDict, workdir: str) -> None:
                             f"use a new --workdir (or delete that one to start over)")
 
 
+def create_workdir(workdir: str) -> None:
+    """Create the workdir (after every input check has passed) and check it is writable."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, f".write_test.{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
+                        f"pass a writable --workdir") from e
+
+
 def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] | None = None,
           verbose: bool = True) -> dict:
     """Train (or resume) the run in `workdir`; returns the summary dict (also `summary.json`)."""
     cfg = resolve(cfg)
+    distributed.initialize(cfg.distributed)  # before the backend starts; no-op for one process
+    cfg.distributed.process_id = -1  # per process, so not part of the shared config.json
     t_start = time.perf_counter()
     summary_path = os.path.join(workdir, "summary.json")
-    prepare_workdir(cfg, workdir)
+    check_workdir(cfg, workdir)
     if os.path.exists(summary_path):
         with open(summary_path) as f:
             summary = json.load(f)
@@ -160,6 +175,7 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
     train_data = TokenBatches(cfg, cfg.data.train_split, process_index=proc, process_count=n_proc)
     val_data = TokenBatches(cfg, cfg.data.val_split, process_index=proc, process_count=n_proc)
     is_main = proc == 0
+    create_workdir(workdir)
     if is_main:
         write_json_atomic(os.path.join(workdir, "config.json"), json.loads(to_json(cfg)))
 
@@ -263,6 +279,9 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
         "peak_flops": peak, "peak_source": peak_source,
         "wall_s": prior_wall + time.perf_counter() - t_start,
         "devices": jax.device_count(), "mesh": dict(mesh.shape),
+        "pipeline_microbatches": pipeline.num_microbatches(cfg) if mesh.shape["pipeline"] > 1 else 1,
+        "pipeline_bubble": pipeline.bubble_fraction(mesh.shape["pipeline"],
+                                                    pipeline.num_microbatches(cfg)),
     }
     if is_main:
         write_json_atomic(summary_path, summary)

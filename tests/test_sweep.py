@@ -54,3 +54,44 @@ def test_isoflop_grid_matches_budget():
         c = counting.flops_per_token(cfg.model, cfg.train.seq_len) * p["train.tokens"]
         assert abs(c / p["sweep.budget"] - 1) < 1e-3
     assert len(points) == 6
+
+
+def test_status_collect_and_lock_on_partial_sweep(tmp_path):
+    """A trial locked by another process is skipped; status and collect work on the partial sweep."""
+    import json
+    from scaling.sweeps.runner import trial_lock
+    w = tmp_path / "sweep"
+    trials, _ = expand("tests/tiny_experiment.py", [])
+    held = w / "trials" / trials[1].trial_id
+    with trial_lock(str(held)) as got:
+        assert got
+        r = run_cli("sweep", "--config", "tests/tiny_experiment.py", "--workdir", str(w))
+        assert r.returncode == 1  # not every trial finished
+        assert "running in another process (skipped)" in r.stdout
+        st = run_cli("status", str(w), "--json")
+        rows = {row["trial_id"]: row for row in json.loads(st.stdout)}
+        assert rows[trials[0].trial_id]["status"] == "done"
+        assert rows[trials[1].trial_id]["status"] == "running"
+    col = run_cli("collect", str(w))
+    assert col.returncode == 0, col.stderr
+    df = pd.read_parquet(w / "results.parquet")
+    assert list(df["status"]) == ["done", "pending"]
+    assert df["trial_id"].is_unique
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    w = tmp_path / "sweep"
+    r = run_cli("sweep", "--config", "tests/tiny_experiment.py:4", "--workdir", str(w), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "4 trials" in r.stdout and "estimated" in r.stdout
+    assert not w.exists()
+
+
+def test_other_experiment_in_sweep_dir_is_refused(tmp_path):
+    w = tmp_path / "sweep"
+    w.mkdir()
+    (w / "sweep.json").write_text('{"config": "experiments/other.py", "overrides": [], '
+                                  '"varied": [], "trials": []}')
+    r = run_cli("sweep", "--config", "tests/tiny_experiment.py", "--workdir", str(w))
+    assert r.returncode == 2 and "another experiment" in r.stderr
+    assert (w / "sweep.json").read_text().startswith('{"config": "experiments/other.py"')

@@ -7,11 +7,14 @@ DIR/results.parquet + results.csv, DIR/plots/, DIR/fit.json.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
 import os
 import re
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -20,7 +23,7 @@ from tqdm.auto import tqdm
 
 from scaling.config import ConfigDict, apply_overrides, load_experiment, parse_overrides, resolve
 from scaling.errors import UserError
-from scaling.metrics import write_json_atomic
+from scaling.metrics import read_jsonl, write_json_atomic
 
 SHORT = {"d_model": "d", "n_layers": "L", "n_heads": "h", "n_kv_heads": "kv", "tokens": "tok",
          "steps": "s", "batch_size": "b", "seq_len": "T", "lr": "lr", "budget": "C"}
@@ -85,12 +88,24 @@ def _read_summary(tdir: str) -> dict | None:
         return None
 
 
-def collect(workdir: str, trials: list[Trial], varied: list[str]) -> pd.DataFrame:
-    """One row per trial (done, failed or pending) -> results.parquet and results.csv."""
+def read_plan(workdir: str) -> dict:
+    """The sweep's plan (`sweep.json`): trial ids, their grid points and the varied keys."""
+    path = os.path.join(workdir, "sweep.json")
+    if not os.path.exists(path):
+        raise UserError(f"{workdir!r} is not a sweep directory (no sweep.json); "
+                        f"run `scaling sweep --workdir {workdir}` first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
+    """One row per trial (done, failed, running or pending) -> results.parquet and results.csv."""
+    plan = plan or read_plan(workdir)
     rows = []
-    for t in trials:
-        s = _read_summary(os.path.join(workdir, "trials", t.trial_id)) or {"status": "pending"}
-        row = {"trial_id": t.trial_id, **{k: t.overrides.get(k) for k in varied}}
+    for t in plan["trials"]:
+        tdir = os.path.join(workdir, "trials", t["trial_id"])
+        s = _read_summary(tdir) or {"status": "running" if is_locked(tdir) else "pending"}
+        row = {"trial_id": t["trial_id"], **{k: t["overrides"].get(k) for k in plan["varied"]}}
         for col in RESULT_COLUMNS[1:]:
             row[col] = s.get(col, math.nan)
         row.update({k: s.get(k, math.nan) for k in ("steps", "tokens_per_s", "mfu")})
@@ -105,18 +120,64 @@ def collect(workdir: str, trials: list[Trial], varied: list[str]) -> pd.DataFram
     return df
 
 
+def dry_run(trials: list[Trial], probe_steps: int = 3) -> pd.DataFrame:
+    """The plan with N, D, C and a time estimate from a short throughput probe per model shape."""
+    import jax
+    from scaling import counting, mesh as mesh_lib
+    from scaling.data import TokenBatches
+    from scaling.train import Trainer
+
+    rates: dict[str, float] = {}
+    rows = []
+    for t in trials:
+        cfg = t.cfg
+        shape = json.dumps([cfg.model.to_dict(), cfg.train.batch_size, cfg.train.seq_len,
+                            cfg.mesh.to_dict()], sort_keys=True)
+        if shape not in rates:  # compile + a few steps; seconds per model shape
+            mesh = mesh_lib.make_mesh(cfg.mesh)
+            mesh_lib.check_divisibility(cfg, mesh)
+            trainer, data = Trainer(cfg, mesh), TokenBatches(cfg, cfg.data.train_split)
+            state = trainer.init(cfg.train.seed)
+            state, m = trainer.step(state, trainer.global_batch(data.batch(0)))
+            jax.block_until_ready(m)
+            t0 = time.perf_counter()
+            for i in range(1, probe_steps + 1):
+                state, m = trainer.step(state, trainer.global_batch(data.batch(i)))
+            jax.block_until_ready(m)
+            rates[shape] = (time.perf_counter() - t0) / probe_steps
+        d = counting.describe(cfg)
+        rows.append({"trial_id": t.trial_id, "params_non_embedding": d["params_non_embedding"],
+                     "params_total": d["params_total"], "tokens": d["tokens"],
+                     "flops": d["flops"], "steps": cfg.train.steps,
+                     "est_s": rates[shape] * cfg.train.steps})
+    return pd.DataFrame(rows)
+
+
 def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
-              retry_failed: bool = False) -> int:
+              retry_failed: bool = False, plan_only: bool = False) -> int:
     """Run all unfinished trials; print the table, the fit and the plot paths. Returns exit code."""
     from scaling.train import train  # heavy imports only once the plan is valid
 
     trials, varied = expand(spec, overrides)
+    if plan_only:
+        df = dry_run(trials)
+        with pd.option_context("display.width", 200, "display.max_columns", 20):
+            print(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(f"{len(df)} trials, {df['flops'].sum():.3g} FLOPs, estimated "
+              f"{df['est_s'].sum() / 60:.1f} min of training (excluding start-up)")
+        return 0
     try:
         os.makedirs(os.path.join(workdir, "trials"), exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create sweep workdir {workdir!r} ({e.strerror})") from e
     plan = {"config": spec, "overrides": overrides, "varied": varied,
             "trials": [{"trial_id": t.trial_id, "overrides": t.overrides} for t in trials]}
+    if os.path.exists(os.path.join(workdir, "sweep.json")):
+        old = read_plan(workdir)
+        if (old.get("config"), old.get("overrides")) != (spec, overrides):
+            raise UserError(f"{workdir!r} holds a sweep of another experiment "
+                            f"({old.get('config') or 'default'} {' '.join(old.get('overrides', []))}); "
+                            f"use a new --workdir")
     write_json_atomic(os.path.join(workdir, "sweep.json"), plan)
 
     n = len(trials)
@@ -128,28 +189,94 @@ def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
                                                        and not retry_failed)):
             print(f"[{k}/{n}] {t.trial_id}: {done['status']} (skipped)", flush=True)
             continue
-        bar = tqdm(total=t.cfg.train.steps, desc=f"trial {k}/{n} {t.trial_id}", unit="step",
-                   leave=False, mininterval=0.5)
-        try:
-            s = train(t.cfg, tdir, on_step=lambda step, total: bar.update(step - bar.n),
-                      verbose=False)
-            print(f"[{k}/{n}] {t.trial_id}: loss {s['loss']:.4f} val_loss {s['val_loss']:.4f} "
-                  f"({s['wall_s']:.1f}s, {s['tokens_per_s']:,.0f} tok/s)", flush=True)
-        except UserError:
-            raise
-        except Exception as e:  # record the failure and go on with the next trial
-            os.makedirs(tdir, exist_ok=True)
-            write_json_atomic(os.path.join(tdir, "summary.json"), {
-                "status": "failed", "error": f"{type(e).__name__}: {e}"})
-            with open(os.path.join(tdir, "error.txt"), "w") as f:
-                f.write(traceback.format_exc())
-            print(f"[{k}/{n}] {t.trial_id}: FAILED {type(e).__name__}: {e}", flush=True)
-        finally:
-            bar.close()
+        with trial_lock(tdir) as locked:
+            if not locked:
+                print(f"[{k}/{n}] {t.trial_id}: running in another process (skipped)", flush=True)
+                continue
+            _run_trial(train, t, tdir, k, n)
 
-    df = collect(workdir, trials, varied)
+    df = collect(workdir, plan)
     report(workdir, df)
     return 0 if (df["status"] == "done").all() else 1
+
+
+def _run_trial(train, t: Trial, tdir: str, k: int, n: int) -> None:
+    """Train one trial with a progress bar; a failure is recorded in its summary, not raised."""
+    bar = tqdm(total=t.cfg.train.steps, desc=f"trial {k}/{n} {t.trial_id}", unit="step",
+               leave=False, mininterval=0.5)
+    try:
+        s = train(t.cfg, tdir, on_step=lambda step, total: bar.update(step - bar.n),
+                  verbose=False)
+        print(f"[{k}/{n}] {t.trial_id}: loss {s['loss']:.4f} val_loss {s['val_loss']:.4f} "
+              f"({s['wall_s']:.1f}s, {s['tokens_per_s']:,.0f} tok/s)", flush=True)
+    except UserError:
+        raise
+    except Exception as e:  # record the failure and go on with the next trial
+        write_json_atomic(os.path.join(tdir, "summary.json"), {
+            "status": "failed", "error": f"{type(e).__name__}: {e}"})
+        with open(os.path.join(tdir, "error.txt"), "w") as f:
+            f.write(traceback.format_exc())
+        print(f"[{k}/{n}] {t.trial_id}: FAILED {type(e).__name__}: {e}", flush=True)
+    finally:
+        bar.close()
+
+
+@contextlib.contextmanager
+def trial_lock(tdir: str):
+    """An exclusive, non-blocking flock on `<trial>/.lock`: yields False if another process
+    holds it. The OS drops the lock when its holder dies, so a killed sweep never leaves a
+    stale lock behind."""
+    os.makedirs(tdir, exist_ok=True)
+    fd = os.open(os.path.join(tdir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def is_locked(tdir: str) -> bool:
+    if not os.path.exists(os.path.join(tdir, ".lock")):
+        return False
+    with trial_lock(tdir) as got:
+        return not got
+
+
+def status_table(workdir: str) -> pd.DataFrame:
+    """Progress of every trial: status, step/steps, latest loss, tokens/s and ETA."""
+    plan = read_plan(workdir)
+    rows = []
+    for t in plan["trials"]:
+        tdir = os.path.join(workdir, "trials", t["trial_id"])
+        s = _read_summary(tdir) or {}
+        lines = [r for r in read_jsonl(os.path.join(tdir, "metrics.jsonl")) if "loss" in r]
+        last = lines[-1] if lines else {}
+        steps = _planned_steps(tdir, s)
+        step = s.get("steps", last.get("step", 0)) if s.get("status") == "done" else last.get("step", 0)
+        status = s.get("status") or ("running" if is_locked(tdir) else
+                                     "interrupted" if lines else "pending")
+        tps = last.get("tokens_per_s", math.nan)
+        tokens_left = (steps - step) * (last.get("tokens", 0) / max(step, 1)) if steps else math.nan
+        eta = tokens_left / tps if status in ("running", "interrupted") and tps > 0 else math.nan
+        rows.append({"trial_id": t["trial_id"], "status": status, "step": step, "steps": steps,
+                     "progress": step / steps if steps else math.nan,
+                     "loss": last.get("loss", math.nan), "val_loss": s.get("val_loss", math.nan),
+                     "tokens_per_s": tps, "eta_s": eta})
+    return pd.DataFrame(rows)
+
+
+def _planned_steps(tdir: str, summary: dict) -> int:
+    if "steps" in summary:
+        return summary["steps"]
+    path = os.path.join(tdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)["train"]["steps"]
+    return 0
 
 
 def report(workdir: str, df: pd.DataFrame) -> None:

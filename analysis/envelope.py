@@ -1,0 +1,89 @@
+"""Chinchilla Approach 1: the envelope (lower hull) of training curves.
+
+Each logged step of each trial is a point (FLOPs so far, loss). Binning FLOPs
+log-uniformly and keeping the lowest-loss point per bin gives the envelope; the
+model size and tokens of the winning point give N_opt(C) and D_opt(C), which are
+fitted as power laws.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+from analysis.powerlaw import fit_loglog, percentile_ci
+from analysis.results import require_columns
+
+__all__ = ["curve_flops", "envelope_points", "fit_envelope"]
+
+
+def curve_flops(curves: pd.DataFrame, results: pd.DataFrame, *, n_col: str = "params_non_embedding") -> pd.DataFrame:
+    """Add ``N`` and ``flops`` (FLOPs spent so far) to training-curve rows.
+
+    FLOPs per token come from the results table (``flops / tokens`` per trial), so
+    the curve uses the trainer's own FLOP convention.
+    """
+    require_columns(curves, ["trial_id", "tokens", "loss"], what="training curves")
+    require_columns(results, ["trial_id", n_col, "flops", "tokens"], what="results table")
+    per = results[["trial_id", n_col, "flops", "tokens"]].dropna()
+    per = per.assign(fpt=per["flops"] / per["tokens"], N=per[n_col])[["trial_id", "N", "fpt"]]
+    cur = curves.merge(per, on="trial_id", how="inner")
+    if cur.empty:
+        raise AnalysisInputError("no training-curve rows match finished trials in the results table; "
+                                 "check that trial_id values agree")
+    cur = cur.assign(flops=cur["fpt"] * cur["tokens"].astype(float))
+    return cur[np.isfinite(cur["loss"]) & (cur["loss"] > 0) & (cur["flops"] > 0)]
+
+
+def envelope_points(cur: pd.DataFrame, *, n_bins: int = 100) -> pd.DataFrame:
+    """Lowest-loss point per log-spaced FLOP bin: columns ``C, N, D, loss, trial_id``."""
+    require_columns(cur, ["flops", "loss", "N", "tokens", "trial_id"], what="curves")
+    logc = np.log(cur["flops"].to_numpy(float))
+    edges = np.linspace(logc.min(), logc.max() + 1e-9, n_bins + 1)
+    b = np.digitize(logc, edges) - 1
+    idx = cur.assign(_bin=b).groupby("_bin")["loss"].idxmin()
+    env = cur.loc[idx, ["flops", "N", "tokens", "loss", "trial_id"]]
+    return env.rename(columns={"flops": "C", "tokens": "D"}).sort_values("C").reset_index(drop=True)
+
+
+def _fit(env):
+    a, ka = fit_loglog(env["C"], env["N"])
+    b, kb = fit_loglog(env["C"], env["D"])
+    return {"a": a, "b": b, "k_N": float(np.exp(ka)), "k_D": float(np.exp(kb))}
+
+
+def fit_envelope(cur: pd.DataFrame, *, n_bins: int = 100, drop_edge_sizes: bool = True,
+                 bootstrap: int = 0, seed: int = 0, keep_samples: bool = False) -> dict:
+    """Approach 1 exponents ``a`` (N_opt ∝ C^a) and ``b`` (D_opt ∝ C^b) from the curve envelope.
+
+    ``cur`` is :func:`curve_flops` output. With ``drop_edge_sizes`` envelope bins won
+    by the smallest or largest model are dropped: there the true optimum may lie
+    outside the sweep, so the winner is censored and would bias the slope.
+    Bootstrap resamples the envelope points. Returns ``a, b, k_N, k_D, n_points``
+    (envelope points used), ``envelope`` (records) and ``ci`` when bootstrapped.
+    """
+    env = envelope_points(cur, n_bins=n_bins)
+    if drop_edge_sizes:
+        sizes = np.unique(cur["N"])
+        env = env[(env["N"] > sizes.min()) & (env["N"] < sizes.max())]
+    if env["N"].nunique() < 2:
+        raise AnalysisInputError(
+            f"the envelope has {env['N'].nunique()} interior model size(s); need >= 2 "
+            "(train more sizes so that middle sizes win some FLOP ranges)"
+        )
+    out = {**_fit(env), "n_points": int(len(env)), "envelope": env.to_dict("records")}
+    if bootstrap:
+        rng = np.random.default_rng(seed)
+        samples = {k: [] for k in ("a", "b", "k_N", "k_D")}
+        for _ in range(int(bootstrap)):
+            e = env.iloc[rng.integers(0, len(env), len(env))]
+            if e["N"].nunique() < 2:
+                continue
+            for k, v in _fit(e).items():
+                samples[k].append(v)
+        out["ci"] = percentile_ci(samples)
+        out["bootstrap"] = int(bootstrap)
+        if keep_samples:  # raw bootstrap estimates, e.g. for CI bands in plots
+            out["samples"] = samples
+    return out

@@ -1,0 +1,146 @@
+"""Readers for sweep result files written by the trainer.
+
+Layout of a sweep directory (contract with the trainer)::
+
+    DIR/results.parquet        one row per trial (DIR/results.csv is a fallback copy)
+    DIR/trials/<trial_id>/metrics.jsonl   one JSON object per logged step
+    DIR/trials/<trial_id>/summary.json, config.json
+
+Nothing here imports the trainer: we only read files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+
+__all__ = [
+    "load_results",
+    "load_curves",
+    "completed",
+    "require_columns",
+    "fit_arrays",
+    "default_loss_col",
+]
+
+
+def load_results(path: str | os.PathLike) -> pd.DataFrame:
+    """Load a results table from a sweep directory, a ``.parquet`` or a ``.csv`` file.
+
+    For a directory, ``results.parquet`` is read, falling back to ``results.csv``.
+    Raises :class:`AnalysisInputError` if nothing readable is found.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for name in ("results.parquet", "results.csv"):
+            if (p / name).is_file():
+                return _read_table(p / name)
+        raise AnalysisInputError(
+            f"{p} has no results.parquet or results.csv; pass a finished sweep directory "
+            "or a .parquet/.csv file"
+        )
+    if not p.exists():
+        raise AnalysisInputError(f"{p} does not exist; pass a sweep directory or a .parquet/.csv file")
+    return _read_table(p)
+
+
+def _read_table(p: Path) -> pd.DataFrame:
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(p)
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(p)
+    except (OSError, ValueError) as exc:  # pyarrow/pandas parse errors are ValueErrors or OSErrors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AnalysisInputError(f"cannot read {p} ({first}); regenerate the file") from exc
+    raise AnalysisInputError(f"{p}: unsupported file type {suffix!r}; use .parquet or .csv")
+
+
+def load_curves(sweep_dir: str | os.PathLike, *, split: str = "train") -> pd.DataFrame:
+    """Per-step training-curve lines from ``sweep_dir/trials/*/metrics.jsonl``.
+
+    Returns one row per logged line with a ``trial_id`` column added (the trial's
+    directory name). ``split="train"`` keeps training lines (lines without
+    ``"split": "val"``), ``split="val"`` keeps validation lines, ``split="all"``
+    keeps both. A truncated final line (a run killed mid-write) is skipped;
+    any other malformed line raises :class:`AnalysisInputError`.
+    """
+    if split not in ("train", "val", "all"):
+        raise AnalysisInputError(f"split={split!r}; use 'train', 'val' or 'all'")
+    root = Path(sweep_dir) / "trials"
+    files = sorted(root.glob("*/metrics.jsonl"))
+    if not files:
+        raise AnalysisInputError(
+            f"no {root}/*/metrics.jsonl files; pass a sweep directory whose trials logged metrics"
+        )
+    rows = []
+    for f in files:
+        lines = f.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if i == len(lines) - 1:
+                    continue  # partial last line of an interrupted run
+                raise AnalysisInputError(
+                    f"{f}:{i + 1} is not valid JSON ({exc.msg}); fix or delete that line"
+                ) from exc
+            rec["trial_id"] = f.parent.name
+            rows.append(rec)
+    df = pd.DataFrame(rows)
+    is_val = df["split"].eq("val") if "split" in df else pd.Series(False, index=df.index)
+    if split == "train":
+        df = df[~is_val]
+    elif split == "val":
+        df = df[is_val]
+    return df.reset_index(drop=True)
+
+
+def require_columns(df: pd.DataFrame, cols, *, what: str = "data") -> None:
+    """Raise :class:`AnalysisInputError` listing the available columns if any of ``cols`` is missing."""
+    missing = [c for c in cols if c is not None and c not in df.columns]
+    if missing:
+        raise AnalysisInputError(
+            f"{what} has no column(s) {', '.join(map(repr, missing))}; "
+            f"choose from: {', '.join(map(str, df.columns))}"
+        )
+
+
+def completed(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of finished trials (``status == "done"`` when a status column exists)."""
+    if "status" in df.columns:
+        df = df[df["status"].astype(str) == "done"]
+    return df
+
+
+def default_loss_col(df: pd.DataFrame) -> str:
+    """``val_loss`` when the table has any, else ``loss``."""
+    if "val_loss" in df.columns and df["val_loss"].notna().any():
+        return "val_loss"
+    return "loss"
+
+
+def fit_arrays(df: pd.DataFrame, cols, *, what: str = "fit data") -> list[np.ndarray]:
+    """Float arrays for ``cols``; raises if a column is missing, or any value is NaN/inf/<= 0."""
+    require_columns(df, cols, what=what)
+    out = []
+    for c in cols:
+        x = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(x) | (x <= 0)
+        if bad.any():
+            raise AnalysisInputError(
+                f"column {c!r} has {int(bad.sum())} NaN/inf/non-positive value(s) "
+                f"(first at row {int(np.flatnonzero(bad)[0])}); drop or fix those rows "
+                "(failed trials are dropped with status != 'done')"
+            )
+        out.append(x)
+    return out
