@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from typing import Callable
 
@@ -24,7 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from scaling import counting, distributed, mesh as mesh_lib, pipeline
+from scaling import counting, distributed, mesh as mesh_lib, pipeline, sinks
 from scaling.config import ConfigDict, resolve, to_json
 from scaling.data import TokenBatches
 from scaling.errors import UserError
@@ -36,16 +37,49 @@ class TrainingError(RuntimeError):
     """Training failed while running (exit code 1), e.g. a non-finite loss."""
 
 
-def make_optimizer(t: ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with linear warmup and cosine decay to `min_lr_ratio` of the peak; global-norm clip."""
+def optimizer_hparams(t: ConfigDict) -> dict[str, np.ndarray]:
+    """The optimizer's numbers (peak lr, schedule lengths, Adam betas, decay, clip) as float32.
+
+    The jitted step takes these as ARGUMENTS rather than closing over them: a Python number in
+    the traced function becomes a constant in the HLO, hence part of the persistent compilation
+    cache key, so every trial of a sweep with a different token budget (schedule length) or lr
+    would recompile an otherwise identical step. As arguments, all trials of one shape share one
+    compiled executable (docs/benchmarks.md, "compilation cache").
+    """
     warmup = int(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
     warmup = min(warmup, t.steps - 1) if t.steps > 1 else 0
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=t.lr, warmup_steps=warmup, decay_steps=max(t.steps, 1),
-        end_value=t.lr * t.min_lr_ratio)
+    hp = {"lr": t.lr, "warmup": warmup, "decay_steps": max(t.steps, 1),
+          "end_lr": t.lr * t.min_lr_ratio, "b1": t.b1, "b2": t.b2,
+          "weight_decay": t.weight_decay, "grad_clip": t.grad_clip}
+    return {k: np.float32(v) for k, v in hp.items()}
+
+
+def warmup_cosine(count, hp) -> jax.Array:
+    """Linear warmup 0 -> lr over `warmup` steps, then cosine decay to `end_lr` at `decay_steps`.
+
+    The same curve as `optax.warmup_cosine_decay_schedule`, written with array arithmetic so that
+    its lengths can be traced values (see `optimizer_hparams`).
+    """
+    step = jnp.asarray(count, jnp.float32)
+    warm_lr = hp["lr"] * step / jnp.maximum(hp["warmup"], 1.0)
+    frac = jnp.clip((step - hp["warmup"]) / jnp.maximum(hp["decay_steps"] - hp["warmup"], 1.0),
+                    0.0, 1.0)
+    cos_lr = hp["end_lr"] + (hp["lr"] - hp["end_lr"]) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+    return jnp.where(step < hp["warmup"], warm_lr, cos_lr)
+
+
+def make_optimizer(t: ConfigDict, hp=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with linear warmup and cosine decay to `min_lr_ratio` of the peak; global-norm clip.
+
+    `hp` (from `optimizer_hparams`, possibly traced) supplies the numbers; only the structure
+    (whether clipping is on) is read from `t`.
+    """
+    hp = optimizer_hparams(t) if hp is None else hp
+    schedule = lambda count: warmup_cosine(count, hp)  # noqa: E731
     tx = optax.chain(
-        optax.clip_by_global_norm(t.grad_clip) if t.grad_clip > 0 else optax.identity(),
-        optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay, mask=_decay_mask))
+        optax.clip_by_global_norm(hp["grad_clip"]) if t.grad_clip > 0 else optax.identity(),
+        optax.adamw(schedule, b1=hp["b1"], b2=hp["b2"], weight_decay=hp["weight_decay"],
+                    mask=_decay_mask))
     return tx, schedule
 
 
@@ -82,8 +116,12 @@ class Trainer:
             {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abstract,
              "opt_state": abstract_opt}, self.state_sharding)
         self.init = jax.jit(self._init, out_shardings=self.state_sharding)
-        self.step = jax.jit(self._step, in_shardings=(self.state_sharding, self.batch_sharding),
-                            out_shardings=(self.state_sharding, repl), donate_argnums=0)
+        # Optimizer numbers travel as (replicated, device-resident) arguments, so the compiled
+        # step depends only on shapes and structure and is reused across a sweep's trials.
+        self.hparams = jax.device_put(optimizer_hparams(cfg.train), repl)
+        self.jit_step = jax.jit(self._step,
+                                in_shardings=(self.state_sharding, self.batch_sharding, repl),
+                                out_shardings=(self.state_sharding, repl), donate_argnums=0)
         self.eval_loss = jax.jit(self._eval_loss,
                                  in_shardings=(param_sh, self.batch_sharding), out_shardings=repl)
 
@@ -105,12 +143,17 @@ class Trainer:
             logits_BTV = model.logits(x_BTD)
         return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:]).mean()
 
-    def _step(self, state, tokens_BT1):
+    def step(self, state, tokens_BT1):
+        """One jitted optimizer step (donates `state`): returns (new state, metrics)."""
+        return self.jit_step(state, tokens_BT1, self.hparams)
+
+    def _step(self, state, tokens_BT1, hp):
+        tx, schedule = make_optimizer(self.cfg.train, hp)  # same structure as self.tx
         loss, grads = jax.value_and_grad(self._loss)(state["params"], tokens_BT1)
-        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "lr": self.schedule(state["step"])}
+                   "lr": schedule(state["step"])}
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
     def _eval_loss(self, params, tokens_BT1):
@@ -127,6 +170,29 @@ def _checkpoint_manager(workdir: str, cfg: ConfigDict) -> ocp.CheckpointManager:
                                            enable_async_checkpointing=True)
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                  options=options)
+
+
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state):
+    """(step, state, wall_s) from the newest checkpoint that restores, else None.
+
+    orbax only lists committed (atomically finalised) checkpoints; one that is committed but
+    damaged (a truncated or deleted file) is skipped with a warning for the one before it, and
+    moved aside to `<step>.corrupt` (kept for inspection) so that the step can be saved again.
+    """
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            restored = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 - any failure to read means: try an older one
+            print(f"warning: checkpoint {step} in {mngr.directory} is unreadable "
+                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); trying an older one",
+                  file=sys.stderr, flush=True)
+            bad = os.path.join(str(mngr.directory), str(step))
+            os.replace(bad, f"{bad}.corrupt.{int(time.time())}")
+            mngr.reload()
+            continue
+        return step, restored.state, restored.meta["wall_s"]
+    return None
 
 
 def check_workdir(cfg: ConfigDict, workdir: str) -> None:
@@ -186,14 +252,13 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
     fpt = desc["flops_per_token"]
     peak, peak_source = peak_flops(cfg.model.dtype)
 
-    log = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+    # JSON lines are the source of truth; scaling/sinks.py mirrors them (TensorBoard, W&B).
+    log = sinks.attach(JsonlWriter(os.path.join(workdir, "metrics.jsonl")), cfg, workdir)
     mngr = _checkpoint_manager(workdir, cfg)
     start, prior_wall = 0, 0.0
-    if mngr.latest_step() is not None:
-        start = mngr.latest_step()
-        restored = mngr.restore(start, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(trainer.abstract_state), meta=ocp.args.JsonRestore()))
-        state, prior_wall = restored.state, restored.meta["wall_s"]
+    restored = restore_latest(mngr, trainer.abstract_state)
+    if restored is not None:
+        start, state, prior_wall = restored
     else:
         state = trainer.init(t.seed)
     if is_main:
@@ -266,6 +331,7 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
         last_row = next(r for r in reversed(log_rows(workdir)) if "loss" in r)
     summary = {
         "status": "done",
+        "resumed_from": start,  # checkpoint step this process started from (0 = fresh)
         "params_total": desc["params_total"],
         "params_non_embedding": desc["params_non_embedding"],
         "flops_per_token": fpt,
@@ -283,6 +349,10 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
         "pipeline_bubble": pipeline.bubble_fraction(mesh.shape["pipeline"],
                                                     pipeline.num_microbatches(cfg)),
     }
+    if cfg.eval.tasks:  # task evaluations (scaling/evals) -> eval.jsonl; not part of wall_s
+        from scaling.evals.run import run_and_write
+        summary["eval_s"] = run_and_write(cfg, nnx.merge(trainer.graphdef, state["params"]),
+                                          workdir, is_main, log=print if verbose else None)
     if is_main:
         write_json_atomic(summary_path, summary)
     return summary
