@@ -1,0 +1,16 @@
+"""Analysis of sweep results: scaling-law fits (Kaplan, Chinchilla Approaches 1-3), plots, CLI.
+
+Reads result files only (parquet / CSV / JSON lines); never imports the trainer (``scaling``).
+Modules: ``results`` (loaders), ``chinchilla`` (Approach 3), ``envelope`` (Approach 1),
+``isoflop`` (Approach 2), ``kaplan``, ``reference`` (bundled published data), ``plots``,
+``plots_fits``, ``synthetic`` (fake sweeps for tests), ``cli`` (``register(subparsers)``).
+Submodules are not imported here so that ``import analysis`` stays cheap (no JAX).
+"""
+
+
+def __getattr__(name):
+    """`analysis.load_sweep(DIR)` without importing pandas until it is used."""
+    if name == "load_sweep":
+        from analysis.results import load_sweep
+        return load_sweep
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -12,11 +12,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless; must precede pyplot import
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.chinchilla import optimal_loss, predict_loss  # noqa: E402
+from analysis.chinchilla import predict_loss  # noqa: E402
 from analysis.errors import AnalysisInputError  # noqa: E402
 from analysis.results import completed, default_loss_col, require_columns  # noqa: E402
 
@@ -76,6 +77,34 @@ def _round_sig(x, sig=3):
     return np.round(x / mag) * mag
 
 
+def _loss_axis(ax) -> None:
+    """Plain numbers on the (narrow) log loss axis; no crowded minor labels on the x axis."""
+    ax.yaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 1.25, 1.5, 2, 2.5, 3, 3.5, 4, 5,
+                                                        6, 8)))
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.xaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: si_label(v)))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+
+
+def frontier_in_table_flops(fit: dict, df: pd.DataFrame, C: np.ndarray,
+                            n_col: str = "params_non_embedding") -> np.ndarray:
+    """L*(C) = min over N of the fitted L(N, D) with D = C / (FLOPs per token of N).
+
+    FLOPs per token come from the table itself (flops / tokens of each size, a power law in N
+    fitted through them), so the frontier lives on the same compute axis as the points, which
+    count attention and the output head too. With a single size it falls back to 6N.
+    """
+    per = (df["flops"] / df["tokens"]).groupby(df[n_col]).median()
+    logN, logF = np.log(per.index.to_numpy(float)), np.log(per.to_numpy(float))
+    slope, icpt = np.polyfit(logN, logF, 1) if len(per) >= 2 else (1.0, np.log(6.0))
+    Ns = np.geomspace(per.index.min() / 30, per.index.max() * 30, 400)
+    fpt = np.exp(icpt + slope * np.log(Ns))
+    L = predict_loss(fit, Ns[None, :], np.asarray(C, float)[:, None] / fpt[None, :])
+    return L.min(axis=1)
+
+
 def plot_sweep(df: pd.DataFrame, outdir: str | os.PathLike, fit: dict | None = None,
                *, n_col: str = "params_non_embedding", loss_col: str | None = None) -> list[str]:
     """Draw the standard sweep figures into ``outdir``; returns the written file paths.
@@ -106,9 +135,11 @@ def plot_sweep(df: pd.DataFrame, outdir: str | os.PathLike, fit: dict | None = N
             ax.plot(g["flops"], g[loss_col], "o-", color=c, label=f"N={si_label(n)}")
         if fit is not None:
             C = np.geomspace(df["flops"].min() / 2, df["flops"].max() * 2, 200)
-            ax.plot(C, optimal_loss(fit, C), "k--", lw=1, label="fitted frontier $L^*(C)$")
+            ax.plot(C, frontier_in_table_flops(fit, df, C, n_col), "k--", lw=1,
+                    label="fitted frontier $L^*(C)$")
         ax.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)", ylabel=ylabel,
                title="Loss vs compute")
+        _loss_axis(ax)
         ax.legend(ncol=2 if len(sizes) > 6 else 1)
         paths += save_figure(fig, outdir, "loss_vs_compute")
 
@@ -127,6 +158,7 @@ def plot_sweep(df: pd.DataFrame, outdir: str | os.PathLike, fit: dict | None = N
         n_name = "non-embedding parameters" if n_col == "params_non_embedding" else n_col
         ax.set(xscale="log", yscale="log", xlabel=f"model size N ({n_name})", ylabel=ylabel,
                title="Loss vs model size" + (" (lines: fitted $L(N,D)$)" if fit else ""))
+        _loss_axis(ax)
         ax.legend(ncol=2 if len(budgets) > 6 else 1)
         paths += save_figure(fig, outdir, "loss_vs_params")
     return paths

@@ -29,10 +29,10 @@ def plot_isoflop(iso: dict, N, C, L, outdir, *, stem="isoflop") -> list[str]:
             ax.plot(N[m], L[m], "o", color=col, ms=2.5, label=f"C={c:.2g}")
             if c in opt:
                 o = opt[c]
-                x = np.linspace(np.log(N[m].min()), np.log(N[m].max()), 100)
-                y = o["c0"] + o["c1"] * x + o["c2"] * x * x
-                keep = y <= L[m].max() * 1.02  # parabola only where it is near the data
-                ax.plot(np.exp(x[keep]), y[keep], "-", color=col, lw=0.8)
+                # draw the parabola only over the window it was fitted on (0.75 decades)
+                xs, w = np.log(o["N_opt"]), np.log(10) * 0.75
+                x = np.linspace(max(xs - w, np.log(N[m].min())), min(xs + w, np.log(N[m].max())), 100)
+                ax.plot(np.exp(x), o["c0"] + o["c1"] * x + o["c2"] * x * x, "-", color=col, lw=0.8)
                 ax.plot(o["N_opt"], o["loss_opt"], "*", color=col, ms=7, mec="k", mew=0.4)
         ax.set(xscale="log", xlabel="model size N (parameters)", ylabel="loss (nats/token)",
                title=f"IsoFLOP profiles (stars: optima, a = {iso['a']:.3f})")

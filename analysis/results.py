@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,8 @@ __all__ = [
     "require_columns",
     "fit_arrays",
     "default_loss_col",
+    "load_sweep",
+    "Sweep",
 ]
 
 
@@ -103,6 +106,44 @@ def load_curves(sweep_dir: str | os.PathLike, *, split: str = "train") -> pd.Dat
     elif split == "val":
         df = df[is_val]
     return df.reset_index(drop=True)
+
+
+class Sweep(NamedTuple):
+    """Tidy tables of one sweep directory (see :func:`load_sweep`)."""
+
+    trials: pd.DataFrame   # one row per trial: results.parquet, or the trial summaries
+    curves: pd.DataFrame   # one row per metrics.jsonl line (train and val), with trial_id
+    evals: pd.DataFrame    # one row per eval.jsonl line, with trial_id (empty if none)
+
+
+def load_sweep(sweep_dir: str | os.PathLike) -> Sweep:
+    """Everything a notebook needs from a sweep directory, finished or not.
+
+    ``trials`` is ``results.parquet`` (written by ``scaling collect``) or, before any collect,
+    one row per ``trials/*/summary.json`` (status ``pending`` where there is none yet);
+    ``curves`` is :func:`load_curves` with ``split="all"`` (empty if nothing is logged yet);
+    ``evals`` holds the ``eval.jsonl`` lines of every trial.
+    """
+    root = Path(sweep_dir)
+    if not (root / "trials").is_dir():
+        raise AnalysisInputError(f"{root} has no trials/ directory; pass a sweep directory")
+    try:
+        trials = load_results(root)
+    except AnalysisInputError:
+        rows = []
+        for tdir in sorted(p for p in (root / "trials").iterdir() if p.is_dir()):
+            s = json.loads((tdir / "summary.json").read_text()) \
+                if (tdir / "summary.json").is_file() else {"status": "pending"}
+            rows.append({"trial_id": tdir.name, **s})
+        trials = pd.DataFrame(rows)
+    try:
+        curves = load_curves(root, split="all")
+    except AnalysisInputError:
+        curves = pd.DataFrame(columns=["trial_id", "step"])
+    evals = [dict(json.loads(line), trial_id=f.parent.name)
+             for f in sorted((root / "trials").glob("*/eval.jsonl"))
+             for line in f.read_text().splitlines() if line.strip()]
+    return Sweep(trials, curves, pd.DataFrame(evals, columns=None if evals else ["trial_id"]))
 
 
 def require_columns(df: pd.DataFrame, cols, *, what: str = "data") -> None:
