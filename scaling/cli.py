@@ -3,8 +3,10 @@
     scaling train    --config FILE[:ARG] [--config.KEY=VALUE ...] --workdir DIR
     scaling describe --config FILE[:ARG] [--config.KEY=VALUE ...] [--json]
     scaling sweep    [--config FILE[:ARG]] [--config.KEY=VALUE ...] --workdir DIR
+                     [--launcher local|slurm] [--parallel N] [--slurm-* ...] [--retry-failed]
     scaling fit      chinchilla DATA [--n-col ...] [--d-col ... | --c-col ...] --loss-col ... [--json]
     scaling plot     DIR
+    scaling eval     --workdir TRIAL_DIR [--config.eval.KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -83,8 +85,37 @@ def cmd_train(args) -> int:
 def cmd_sweep(args) -> int:
     setup_jax()
     from scaling.sweeps.runner import run_sweep
+    slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
+             "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb,
+             "array_parallelism": args.slurm_array_parallelism,
+             "local": True if args.slurm_local else None}
     return run_sweep(args.config, args.overrides, args.workdir, retry_failed=args.retry_failed,
-                     plan_only=args.dry_run)
+                     plan_only=args.dry_run, launcher=args.launcher, parallel=args.parallel,
+                     slurm=slurm, wait=not args.no_wait)
+
+
+def cmd_eval(args) -> int:
+    """Task evaluations of a trained run (its config.json + latest checkpoint) -> eval.jsonl."""
+    setup_jax()
+    from scaling.config import apply_overrides, parse_overrides, validate
+    from scaling.decode import load_trained
+    from scaling.evals.run import run_and_write
+    if not os.path.isfile(os.path.join(args.workdir, "config.json")):
+        raise UserError(f"{args.workdir!r} holds no trained run (no config.json); pass a trial dir")
+    overrides = parse_overrides(args.overrides)
+    bad = [k for k in overrides if not k.startswith("eval.")]
+    if bad:
+        raise UserError(f"scaling eval takes only --config.eval.* overrides, got {bad[0]!r}")
+    try:
+        cfg, model = load_trained(args.workdir)
+    except FileNotFoundError as e:
+        raise UserError(f"{e}: train the run first") from e
+    validate(apply_overrides(cfg, overrides))
+    if not cfg.eval.tasks:
+        raise UserError("no tasks to evaluate: pass --config.eval.tasks=addition,icl_mapping,...")
+    secs = run_and_write(cfg, model, args.workdir, log=print)
+    print(f"eval: {secs:.1f}s -> {os.path.join(args.workdir, 'eval.jsonl')}")
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -101,6 +132,17 @@ def cmd_status(args) -> int:
     print(", ".join(f"{v} {k}" for k, v in counts.items())
           + (f"; ETA of running trials {eta / 60:.1f} min" if eta > 0 else ""))
     return 0
+
+
+def cmd_bench(args) -> int:
+    # No setup_jax(): the bench points the compilation cache at a fresh directory itself, so that
+    # "cold" compile times are cold and the user's cache is left alone.
+    from scaling import bench
+    known = {**bench.LADDER, **bench.QUICK_LADDER}
+    bad = [s for s in (args.sizes or "").split(",") if s.strip() and s.strip() not in known]
+    if bad:
+        raise UserError(f"unknown bench size(s) {', '.join(bad)}; pick from {', '.join(known)}")
+    return bench.main(args)
 
 
 def cmd_collect(args) -> int:
@@ -136,7 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--retry-failed", action="store_true", help="rerun trials that failed")
     sp.add_argument("--dry-run", action="store_true",
                     help="print the trials with N, D, C and an estimated time; train nothing")
+    sp.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                    help="local: this machine (default); slurm: one submitit job per trial")
+    sp.add_argument("--parallel", type=int, default=1, metavar="N",
+                    help="local launcher: N worker processes, each on its own CPUs/GPUs")
+    for flag, typ, what in (("partition", str, "SLURM partition"),
+                            ("time", int, "job time limit in minutes (default 60)"),
+                            ("gpus", int, "GPUs per job"), ("cpus", int, "CPUs per job"),
+                            ("mem-gb", float, "memory per job in GB"),
+                            ("array-parallelism", int, "max jobs of the array running at once")):
+        sp.add_argument(f"--slurm-{flag}", type=typ, default=None,
+                        help=f"{what} (overrides get_slurm() in the experiment file)")
+    sp.add_argument("--slurm-local", action="store_true",
+                    help="run the slurm launcher's jobs with submitit's local executor")
+    sp.add_argument("--no-wait", action="store_true",
+                    help="slurm: return after submitting; follow with `scaling status DIR`")
     sp.set_defaults(func=cmd_sweep)
+
+    sp = sub.add_parser("eval", help="task evaluations (k-shot, CoT, self-consistency) of a "
+                                     "trained run -> eval.jsonl")
+    sp.add_argument("--workdir", required=True, help="a trained run (trial) directory")
+    sp.set_defaults(func=cmd_eval, config=None)  # config: accepts --config.eval.* overrides
 
     sp = sub.add_parser("status", help="progress of a sweep's trials, with ETA")
     sp.add_argument("workdir", metavar="DIR")
@@ -146,6 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("collect", help="write DIR/results.parquet and results.csv")
     sp.add_argument("workdir", metavar="DIR")
     sp.set_defaults(func=cmd_collect)
+
+    sp = sub.add_parser("bench", help="benchmark the trainer vs a plain JAX loop on a model ladder")
+    sp.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    sp.add_argument("--out", default=None,
+                    help="result file (default benchmarks/results/bench_<platform>.json)")
+    sp.add_argument("--sizes", default=None, help="comma-separated ladder sizes, e.g. d64,d128")
+    sp.add_argument("--quick", action="store_true", help="a tiny ladder (for tests)")
+    sp.add_argument("--repeats", type=int, default=None, help="timed repeats per size")
+    sp.add_argument("--no-ablations", action="store_true",
+                    help="skip scan/remat/bf16 ablations")
+    sp.set_defaults(func=cmd_bench)
 
     from analysis import cli as analysis_cli
     analysis_cli.register(sub)

@@ -31,7 +31,9 @@ CHOICES = {
     "model.norm": ("layernorm", "rmsnorm"),
     "model.pos": ("rope", "learned", "sinusoidal"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "dots_saveable"),
     "data.tokenizer": ("byte",),
+    "train.nan_policy": ("abort", "skip"),
 }
 
 
@@ -53,6 +55,9 @@ def default_config() -> ConfigDict:
         rope_theta=10000.0,
         tie_embeddings=True,
         dtype="float32",       # compute dtype; parameters stay float32
+        remat="none",          # per-block rematerialisation: none | full | dots_saveable
+        scan_unroll=0,         # layers per iteration of the layer scan; 0 = all (unrolled,
+                               # fastest step), 1 = a rolled loop (compile time flat in depth)
         init_std=0.02,
         norm_eps=1e-5,
     ))
@@ -63,6 +68,7 @@ def default_config() -> ConfigDict:
         train_split="train",
         val_split="validation",
         tokenizer="byte",
+        mixture="",            # "" = corpus only; "kjv:0.5,addition:0.5" (scaling/data/mixture.py)
     ))
     c.train = ConfigDict(dict(
         steps=100,
@@ -77,6 +83,9 @@ def default_config() -> ConfigDict:
         b1=0.9,
         b2=0.95,
         grad_clip=1.0,
+        nan_policy="abort",    # non-finite loss/grads: abort (naming the step) | skip the update
+        spike_window=0,        # > 0: also skip updates whose loss > mean + spike_sigmas*std
+        spike_sigmas=6.0,      #      of the last spike_window accepted losses
     ))
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, pipeline=1))  # -1 = fill the devices
     c.pipeline = ConfigDict(dict(microbatches=0))     # GPipe microbatches; 0 = mesh.pipeline
@@ -85,8 +94,13 @@ def default_config() -> ConfigDict:
     # process_id -1 = from $SCALING_PROCESS_ID or $SLURM_PROCID.
     c.distributed = ConfigDict(dict(coordinator="", num_processes=0, process_id=-1, auto=False))
     c.checkpoint = ConfigDict(dict(every=0, keep=2))  # every=0: only at the end
-    c.log = ConfigDict(dict(every=10))
+    # Mirrors of metrics.jsonl (scaling/sinks.py): TensorBoard event files in <run>/tensorboard
+    # (no dependency, microseconds per log step: on), W&B project name ("" = off; needs wandb).
+    c.log = ConfigDict(dict(every=10, tensorboard=True, wandb=""))
     c.eval = ConfigDict(dict(every=0, batches=8))     # validation loss; every=0: only at the end
+    # Task evaluations after training (scaling/evals/run.py); tasks "" = none.
+    c.eval.update(dict(tasks="", examples=32, shots="0,1,2,4,8", sc_samples=5, sc_shots=-1,
+                       temperature=0.8, top_k=40, seed=1234))
     return c
 
 
@@ -173,6 +187,9 @@ def apply_overrides(cfg: ConfigDict, overrides: dict[str, Any]) -> ConfigDict:
         old = node[leaf]
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if isinstance(old, str) and isinstance(value, (int, float, tuple)) \
+                and not isinstance(value, bool):  # "--config.eval.shots=0,1,2" parses as a tuple
+            value = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
         if type(old) is not type(value):
             raise UserError(f"config key {key!r} takes a {type(old).__name__}, got {value!r}")
         node[leaf] = value
@@ -212,13 +229,15 @@ def validate(cfg: ConfigDict) -> None:
     for key in ("model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads",
                 "train.batch_size", "train.seq_len", "log.every", "eval.batches"):
         _check(get_key(cfg, key) > 0, f"{key} must be > 0, got {get_key(cfg, key)}")
-    for key in ("model.n_kv_heads", "model.d_ff", "model.max_len", "train.steps", "train.tokens",
+    for key in ("model.n_kv_heads", "model.d_ff", "model.scan_unroll", "model.max_len", "train.steps", "train.tokens",
                 "checkpoint.every", "eval.every", "train.warmup", "train.weight_decay",
                 "pipeline.microbatches", "distributed.num_processes"):
         _check(get_key(cfg, key) >= 0, f"{key} must be >= 0, got {get_key(cfg, key)}")
     _check(t.steps > 0 or t.tokens > 0, "set train.steps > 0 or a token budget train.tokens > 0")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
     _check(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    _check(t.spike_window >= 0 and t.spike_sigmas > 0,
+           "train.spike_window must be >= 0 and train.spike_sigmas > 0")
     _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
     _check(m.d_model % m.n_heads == 0,
            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
@@ -239,6 +258,9 @@ def validate(cfg: ConfigDict) -> None:
         _check(v == -1 or v >= 1, f"mesh.{axis} must be >= 1 or -1 (fill), got {v}")
     _check(sum(cfg.mesh[a] == -1 for a in ("data", "fsdp", "tensor", "pipeline")) <= 1,
            "at most one mesh axis may be -1 (fill the remaining devices)")
+    if cfg.data.mixture or cfg.eval.tasks:  # lazy: the default config never imports tasks
+        from scaling.evals.run import check_eval_config
+        check_eval_config(cfg)
 
 
 def to_json(cfg: ConfigDict) -> str:

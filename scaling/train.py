@@ -109,12 +109,14 @@ class Trainer:
         abstract_opt = jax.eval_shape(self.tx.init, abstract)
         opt_sh = optax.tree_map_params(self.tx, lambda _, s: s, abstract_opt, param_sh,
                                        transform_non_params=lambda _: repl)
-        self.state_sharding = {"step": repl, "params": param_sh, "opt_state": opt_sh}
+        abstract_guard = jax.eval_shape(self._guard_init)
+        self.state_sharding = {"step": repl, "params": param_sh, "opt_state": opt_sh,
+                               "guard": jax.tree.map(lambda _: repl, abstract_guard)}
         self.batch_sharding = mesh_lib.batch_sharding(mesh)
         self.abstract_state = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
             {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": abstract,
-             "opt_state": abstract_opt}, self.state_sharding)
+             "opt_state": abstract_opt, "guard": abstract_guard}, self.state_sharding)
         self.init = jax.jit(self._init, out_shardings=self.state_sharding)
         # Optimizer numbers travel as (replicated, device-resident) arguments, so the compiled
         # step depends only on shapes and structure and is reused across a sweep's trials.
@@ -130,7 +132,12 @@ class Trainer:
         model = Transformer(self.cfg.model, nnx.Rngs(params=jax.random.key(seed)))
         params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
         return {"step": jnp.zeros((), jnp.int32), "params": params,
-                "opt_state": self.tx.init(params)}
+                "opt_state": self.tx.init(params), "guard": self._guard_init()}
+
+    def _guard_init(self):
+        i32 = lambda v: jnp.full((), v, jnp.int32)  # noqa: E731
+        return {"bad_step": i32(-1), "skipped": i32(0), "count": i32(0),
+                "hist": jnp.zeros((max(self.cfg.train.spike_window, 1),), jnp.float32)}
 
     def _loss(self, params, tokens_BT1):
         model = nnx.merge(self.graphdef, params)
@@ -152,9 +159,39 @@ class Trainer:
         loss, grads = jax.value_and_grad(self._loss)(state["params"], tokens_BT1)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "lr": schedule(state["step"])}
-        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+        grad_norm = optax.tree.norm(grads)
+        guard, ok = self._guard(state, loss, grad_norm)
+        if self.cfg.train.nan_policy == "skip":  # keep the old params and moments
+            keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+            params = jax.tree.map(keep, params, state["params"])
+            opt_state = jax.tree.map(keep, opt_state, state["opt_state"])
+        metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state["step"]),
+                   "skipped": guard["skipped"], "bad_step": guard["bad_step"]}
+        return {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+                "guard": guard}, metrics
+
+    def _guard(self, state, loss, grad_norm):
+        """Track non-finite steps and loss spikes; returns (new guard state, update ok?).
+
+        A spike is a loss above mean + `spike_sigmas` * std of the last `spike_window` accepted
+        losses (OLMo / MaxText style). The window lives in the train state, so skipping is
+        deterministic and survives resume.
+        """
+        t, g = self.cfg.train, state["guard"]
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        ok = finite
+        if t.spike_window:
+            hist = g["hist"]
+            full = g["count"] >= hist.shape[0]
+            spike = full & (loss > hist.mean() + t.spike_sigmas * hist.std())
+            ok = finite & ~spike
+        write = ok & finite
+        hist = jnp.where(write, g["hist"].at[g["count"] % g["hist"].shape[0]].set(loss),
+                         g["hist"])
+        step1 = state["step"] + 1
+        return {"bad_step": jnp.where((g["bad_step"] < 0) & ~finite, step1, g["bad_step"]),
+                "skipped": g["skipped"] + (~ok).astype(jnp.int32),
+                "count": g["count"] + write.astype(jnp.int32), "hist": hist}, ok
 
     def _eval_loss(self, params, tokens_BT1):
         return self._loss(params, tokens_BT1)
@@ -265,6 +302,7 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
         log.truncate_after(start)  # lines past the checkpoint are redone, never duplicated
 
     def save(step: int):
+        check_finite(int(jax.device_get(state["guard"]["bad_step"])))
         meta = {"step": step, "seed": t.seed, "wall_s": prior_wall + time.perf_counter() - t_start}
         mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                  meta=ocp.args.JsonSave(meta)))
@@ -281,6 +319,18 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
             log.write(row)
         return row
 
+    guarded = t.nan_policy == "skip" or t.spike_window > 0
+
+    def check_finite(bad_step: int) -> None:
+        """nan_policy=abort: stop at the first non-finite step, before it can be checkpointed."""
+        if bad_step >= 0 and t.nan_policy == "abort":
+            mngr.wait_until_finished()
+            last = mngr.latest_step()
+            where = f"step {last} in {workdir}/checkpoints" if last is not None else "none"
+            raise TrainingError(f"non-finite loss or gradients at step {bad_step}; last good "
+                                f"checkpoint: {where}; lower train.lr or set "
+                                f"train.nan_policy=skip")
+
     last_row, val_row = None, None
     t_window, steps_window = None, 0
     try:
@@ -293,17 +343,16 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
                 steps_window += 1
             if step % cfg.log.every == 0 or step == steps:
                 m = jax.device_get(metrics)  # the only host sync in the loop
+                check_finite(int(m["bad_step"]))
                 loss = float(m["loss"])
-                if not math.isfinite(loss):
-                    mngr.wait_until_finished()
-                    raise TrainingError(f"non-finite loss {loss} at step {step}; last good checkpoint: "
-                                        f"step {mngr.latest_step()} in {workdir}/checkpoints")
                 now = time.perf_counter()
                 tps = steps_window * tokens_per_step / (now - t_window) if steps_window else float("nan")
                 last_row = {"step": step, "tokens": step * tokens_per_step, "loss": loss,
                             "ppl": math.exp(min(loss, 50.0)), "lr": float(m["lr"]),
                             "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps,
                             "mfu": tps * fpt / peak if steps_window else float("nan")}
+                if guarded:
+                    last_row["skipped"] = int(m["skipped"])
                 if is_main:
                     log.write(last_row)
                 if verbose and is_main:
@@ -331,7 +380,8 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
         last_row = next(r for r in reversed(log_rows(workdir)) if "loss" in r)
     summary = {
         "status": "done",
-        "resumed_from": start,  # checkpoint step this process started from (0 = fresh)
+        "resumed_from": start,
+        "skipped_steps": int(jax.device_get(state["guard"]["skipped"])),  # checkpoint step this process started from (0 = fresh)
         "params_total": desc["params_total"],
         "params_non_embedding": desc["params_non_embedding"],
         "flops_per_token": fpt,

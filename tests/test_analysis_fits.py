@@ -92,3 +92,20 @@ def test_published_table():
     row = t[(t.paper == "besiroglu2024") & (t.name == "E")].iloc[0]
     assert row.value == pytest.approx(1.8172) and row.ci_lo == pytest.approx(1.769)
     assert t[(t.paper == "kaplan2020") & (t.law == "L_N") & (t.name == "alpha_N")].value.item() == 0.076
+
+
+def test_fit_plots_written(iso_dir, tmp_path):
+    from analysis.chinchilla import fit_parametric
+    from analysis.plots_fits import plot_allocation, plot_contours, plot_isoflop, plot_residuals
+
+    df = completed(load_results(iso_dir))
+    N, C, D, L = (df[c].to_numpy(float) for c in ("params_non_embedding", "flops", "tokens", "val_loss"))
+    iso = fit_isoflop(N, C, L, D=D, bootstrap=20, keep_samples=True)
+    f3 = fit_parametric(N, D, L, grid="small", bootstrap=20, keep_samples=True)
+    paths = (plot_isoflop(iso, N, C, L, tmp_path) + plot_allocation({"A2": iso, "A3": f3}, (1e15, 1e20), tmp_path)
+             + plot_contours(f3, tmp_path, N=N, C=C) + plot_residuals(f3, N, D, L, tmp_path))
+    pngs = [p for p in paths if p.endswith(".png")]
+    assert len(pngs) == 4
+    for p in pngs:
+        with open(p, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

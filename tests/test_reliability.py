@@ -109,3 +109,74 @@ def test_sigkill_at_random_moments_resumes_bitwise(tmp_path):
     assert [r["step"] for r in got] == list(range(1, 401))
     assert [r["loss"] for r in got] == [r["loss"] for r in ref_lines]
     assert [r["grad_norm"] for r in got] == [r["grad_norm"] for r in ref_lines]
+
+
+def _poison(monkeypatch, bad_steps, spike_steps=()):
+    """Make the batches of `bad_steps` produce a NaN loss (an out-of-range token id embeds to
+    NaN) and those of `spike_steps` a high but finite loss (random tokens)."""
+    from scaling.data import TokenBatches
+    orig = TokenBatches.batch
+
+    def batch(self, step):
+        b = orig(self, step).copy()
+        if self.split == "train" and step + 1 in bad_steps:
+            b[0, 3] = 100_000
+        if self.split == "train" and step + 1 in spike_steps:
+            b[:] = (np.arange(b.size).reshape(b.shape) * 7919) % 256
+        return b
+    monkeypatch.setattr(TokenBatches, "batch", batch)
+
+
+import numpy as np  # noqa: E402
+
+
+def test_nan_aborts_naming_step_and_checkpoint(tmp_path, monkeypatch):
+    from scaling.train import TrainingError
+    cfg = tiny_config()
+    cfg.train.steps, cfg.log.every, cfg.checkpoint.every = 12, 4, 2
+    _poison(monkeypatch, bad_steps={7})
+    with pytest.raises(TrainingError) as e:
+        train(cfg, str(tmp_path), verbose=False)
+    msg = str(e.value)
+    assert "at step 7" in msg and "checkpoint: step 6" in msg, msg
+    assert max(int(n) for n in os.listdir(tmp_path / "checkpoints") if n.isdigit()) == 6
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_nan_abort_via_cli_exit_code_1(tmp_path):
+    """A failure while running is exit code 1 with one line (here: lr so large the loss explodes)."""
+    from conftest import run_cli
+    r = run_cli("train", "--config", "tests/tiny_experiment.py", "--workdir", str(tmp_path),
+                "--config.train.lr=1e30", "--config.train.grad_clip=0.0",
+                "--config.train.warmup=0.0", "--config.log.every=1")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: non-finite loss or gradients")
+
+
+def test_nan_skip_keeps_params_and_continues(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    cfg.train.steps, cfg.log.every = 12, 1
+    cfg.train.nan_policy = "skip"
+    clean = train(cfg, str(tmp_path / "clean"), verbose=False)
+    _poison(monkeypatch, bad_steps={5, 9})
+    s = train(cfg, str(tmp_path / "nan"), verbose=False)
+    assert s["status"] == "done" and s["skipped_steps"] == 2
+    rows = _train_lines(tmp_path / "nan")
+    assert [r["skipped"] for r in rows][4] == 1 and rows[-1]["skipped"] == 2
+    assert not np.isfinite(rows[4]["loss"]) and np.isfinite(s["loss"]) and np.isfinite(s["val_loss"])
+    assert s["val_loss"] != clean["val_loss"]  # two updates were really skipped
+    clean_rows = _train_lines(tmp_path / "clean")
+    assert [r["loss"] for r in rows[:4]] == [r["loss"] for r in clean_rows[:4]]
+
+
+def test_spike_detection_skips_outliers(tmp_path, monkeypatch):
+    cfg = tiny_config()
+    cfg.train.steps, cfg.log.every = 30, 1
+    cfg.train.nan_policy, cfg.train.spike_window, cfg.train.spike_sigmas = "skip", 8, 6.0
+    _poison(monkeypatch, bad_steps=set(), spike_steps={25})
+    s = train(cfg, str(tmp_path), verbose=False)
+    rows = _train_lines(tmp_path)
+    skipped = [r["step"] for prev, r in zip([{"skipped": 0}] + rows, rows)
+               if r["skipped"] > prev["skipped"]]
+    assert 25 in skipped, (skipped, [round(r["loss"], 3) for r in rows])
+    assert s["skipped_steps"] == len(skipped)

@@ -95,3 +95,35 @@ def test_other_experiment_in_sweep_dir_is_refused(tmp_path):
     r = run_cli("sweep", "--config", "tests/tiny_experiment.py", "--workdir", str(w))
     assert r.returncode == 2 and "another experiment" in r.stderr
     assert (w / "sweep.json").read_text().startswith('{"config": "experiments/other.py"')
+
+
+def test_grammar_zip_chinchilla_data_scaling_per_size():
+    from scaling import counting
+    from scaling.config import apply_overrides, resolve, ConfigDict
+    base = default_config()
+    sizes = [grid.size(32, 2), grid.size(64, 2)]
+    z = grid.zip_axes(sizes, {"train.lr": [3e-3, 1e-3]})
+    assert [(p["model.d_model"], p["train.lr"]) for p in z] == [(32, 3e-3), (64, 1e-3)]
+    import pytest
+    with pytest.raises(ValueError, match="equal length"):
+        grid.zip_axes(sizes, {"train.lr": [1e-3]})
+
+    def n_of(p, which):
+        cfg = resolve(apply_overrides(ConfigDict(base.to_dict()), p))
+        return counting.describe(cfg)[which]
+    for p in grid.chinchilla(base, sizes):  # D = 20 N, N non-embedding by default
+        assert p["train.tokens"] == 20 * n_of(p, "params_non_embedding")
+    for p in grid.chinchilla(base, sizes, params="total"):
+        assert p["train.tokens"] == 20 * n_of(p, "params_total")
+
+    d = grid.data_scaling(sizes[0], [1e5, 2e5])
+    assert [p["train.tokens"] for p in d] == [100_000, 200_000]
+    assert all(p["model.d_model"] == 32 for p in d)
+
+    lr = grid.per_size(d + [{**sizes[1], "train.tokens": 5}],
+                       lambda p: {"train.lr": 0.1 / p["model.d_model"]})
+    assert [p["train.lr"] for p in lr] == [0.1 / 32, 0.1 / 32, 0.1 / 64]
+    by_dict = grid.per_size(sizes, {32: {"train.batch_size": 16}, 64: {"train.batch_size": 8}})
+    assert [p["train.batch_size"] for p in by_dict] == [16, 8]
+    keep = grid.per_size([{**sizes[0], "train.lr": 1.0}], lambda p: {"train.lr": 2.0})
+    assert keep[0]["train.lr"] == 1.0  # the grid's own value wins

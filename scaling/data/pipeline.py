@@ -255,6 +255,9 @@ class TokenBatches:
         # repeat(): infinite; grain reseeds the shuffle per epoch (deterministically).
         ds = ds.repeat().batch(self.batch_size, drop_remainder=True)
         self._batches = ds.map(self._gather)
+        if self.shuffle and getattr(d, "mixture", ""):  # task streams mixed in by row
+            from scaling.data.mixture import mix
+            self._batches = mix(self._batches, cfg, self._rows)
 
     def _gather(self, window_ids: np.ndarray) -> np.ndarray:
         starts = np.asarray(window_ids[self._rows], dtype=np.int64) * self.seq_len

@@ -57,3 +57,56 @@ def isoflop(base: ConfigDict, budgets: Iterable[float], sizes: Iterable[Point]) 
             if tokens >= cfg.train.batch_size * cfg.train.seq_len:
                 points.append({**s, "train.tokens": tokens, "sweep.budget": float(c)})
     return points
+
+
+def zip_axes(*axes: Iterable[Point] | Mapping[str, Iterable[Any]]) -> list[Point]:
+    """Element-wise combination (Python's zip) of equally long axes; the i-th trial takes the
+    i-th entry of every axis, e.g. sizes with their own learning rates."""
+    lists = []
+    for axis in axes:
+        if isinstance(axis, Mapping):
+            for key, values in axis.items():
+                lists.append([{key: v} for v in values])
+        else:
+            lists.append(list(axis))
+    lengths = {len(x) for x in lists}
+    if len(lengths) > 1:
+        raise ValueError(f"zip_axes needs axes of equal length, got lengths {sorted(lengths)}")
+    return [dict(kv for d in combo for kv in d.items()) for combo in zip(*lists)]
+
+
+def _params(base: ConfigDict, point: Point, which: str) -> int:
+    cfg = resolve(apply_overrides(ConfigDict(base.to_dict()), point))
+    d = counting.describe(cfg)
+    return d["params_non_embedding" if which == "non_embedding" else "params_total"]
+
+
+def chinchilla(base: ConfigDict, sizes: Iterable[Point], tokens_per_param: float = 20.0,
+               params: str = "non_embedding") -> list[Point]:
+    """The Chinchilla line: each size trained on D = tokens_per_param * N tokens (D = 20N).
+
+    N is the non-embedding parameter count by default (Kaplan's convention and the N of this
+    repo's fits; at small sizes the embedding is a large share of the total and would distort
+    the ratio); `params="total"` uses all parameters, as Hoffmann et al. count them.
+    """
+    if params not in ("non_embedding", "total"):
+        raise ValueError(f"params={params!r}; use 'non_embedding' or 'total'")
+    return [{**s, "train.tokens": int(tokens_per_param * _params(base, s, params))}
+            for s in sizes]
+
+
+def data_scaling(size_point: Point, tokens: Iterable[int]) -> list[Point]:
+    """Fixed-N data scaling: one model size trained on each token budget."""
+    return [{**size_point, "train.tokens": int(d)} for d in tokens]
+
+
+def per_size(points: Iterable[Point], hparams) -> list[Point]:
+    """Per-size hyperparameters: add `hparams(point)` (a function returning overrides) or
+    `hparams[d_model]` (a dict keyed by model.d_model) to every point, e.g.
+    `per_size(grid, lambda p: {"train.lr": 3e-3 * (64 / p["model.d_model"]) ** 0.5})`.
+    The point's own keys win, so an explicit grid value is never silently replaced."""
+    out = []
+    for p in points:
+        extra = hparams(p) if callable(hparams) else hparams[p["model.d_model"]]
+        out.append({**extra, **p})
+    return out

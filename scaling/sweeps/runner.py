@@ -1,4 +1,4 @@
-"""Expand an experiment into trials, run them one after another, collect the results table.
+"""Expand an experiment into trials, run them with a launcher (launchers.py), collect the table.
 
 Trial id = `<readable name>-<hash>` where the hash is of the resolved config: the same experiment
 always yields the same ids, so a rerun skips finished trials and a changed config is a new trial.
@@ -15,14 +15,13 @@ import math
 import os
 import re
 import time
-import traceback
 from dataclasses import dataclass
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from scaling.config import ConfigDict, apply_overrides, load_experiment, parse_overrides, resolve
 from scaling.errors import UserError
+from scaling.evals.results import eval_columns
 from scaling.metrics import read_jsonl, write_json_atomic
 
 SHORT = {"d_model": "d", "n_layers": "L", "n_heads": "h", "n_kv_heads": "kv", "tokens": "tok",
@@ -110,6 +109,7 @@ def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
             row[col] = s.get(col, math.nan)
         row.update({k: s.get(k, math.nan) for k in ("steps", "tokens_per_s", "mfu")})
         row["error"] = s.get("error", "")
+        row.update(eval_columns(tdir))  # task metrics (scaling/evals), if the trial has eval.jsonl
         rows.append(row)
     df = pd.DataFrame(rows)
     tmp = os.path.join(workdir, "results.parquet.tmp")
@@ -154,9 +154,11 @@ def dry_run(trials: list[Trial], probe_steps: int = 3) -> pd.DataFrame:
 
 
 def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
-              retry_failed: bool = False, plan_only: bool = False) -> int:
-    """Run all unfinished trials; print the table, the fit and the plot paths. Returns exit code."""
-    from scaling.train import train  # heavy imports only once the plan is valid
+              retry_failed: bool = False, plan_only: bool = False, launcher: str = "local",
+              parallel: int = 1, slurm: dict | None = None, wait: bool = True) -> int:
+    """Run all unfinished trials with a launcher (scaling/sweeps/launchers.py); then collect and
+    print the table, the fit and the plot paths. Returns the exit code."""
+    from scaling.sweeps import launchers
 
     trials, varied = expand(spec, overrides)
     if plan_only:
@@ -166,6 +168,12 @@ def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
         print(f"{len(df)} trials, {df['flops'].sum():.3g} FLOPs, estimated "
               f"{df['est_s'].sum() / 60:.1f} min of training (excluding start-up)")
         return 0
+    if launcher not in ("local", "slurm"):
+        raise UserError(f"unknown --launcher {launcher!r}; use local or slurm")
+    if parallel < 1:
+        raise UserError(f"--parallel must be >= 1, got {parallel}")
+    slurm_opts = {**_experiment_slurm(spec), **{k: v for k, v in (slurm or {}).items()
+                                                if v is not None}}
     try:
         os.makedirs(os.path.join(workdir, "trials"), exist_ok=True)
     except OSError as e:
@@ -179,46 +187,43 @@ def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
                             f"({old.get('config') or 'default'} {' '.join(old.get('overrides', []))}); "
                             f"use a new --workdir")
     write_json_atomic(os.path.join(workdir, "sweep.json"), plan)
+    if retry_failed:
+        for tid in launchers.reset_failed(workdir, [t.trial_id for t in trials]):
+            print(f"{tid}: failed before, retrying", flush=True)
 
     n = len(trials)
     print(f"sweep: {n} trials in {workdir}", flush=True)
-    for k, t in enumerate(trials, 1):
-        tdir = os.path.join(workdir, "trials", t.trial_id)
-        done = _read_summary(tdir)
-        if done and (done.get("status") == "done" or (done.get("status") == "failed"
-                                                       and not retry_failed)):
-            print(f"[{k}/{n}] {t.trial_id}: {done['status']} (skipped)", flush=True)
-            continue
-        with trial_lock(tdir) as locked:
-            if not locked:
+    if launcher == "slurm":
+        launchers.run_slurm(workdir, trials, slurm_opts, wait=wait)
+        if not wait:
+            return 0
+    elif parallel > 1:
+        launchers.run_parallel(workdir, parallel)
+    else:
+        for k, t in enumerate(trials, 1):
+            tdir = os.path.join(workdir, "trials", t.trial_id)
+            what = launchers.claim_and_run(t.cfg, tdir, f"{k}/{n} {t.trial_id}", progress=True)
+            if what == "finished":
+                status = (_read_summary(tdir) or {}).get("status")
+                print(f"[{k}/{n}] {t.trial_id}: {status} (skipped)", flush=True)
+            elif what == "locked":
                 print(f"[{k}/{n}] {t.trial_id}: running in another process (skipped)", flush=True)
-                continue
-            _run_trial(train, t, tdir, k, n)
 
     df = collect(workdir, plan)
     report(workdir, df)
     return 0 if (df["status"] == "done").all() else 1
 
 
-def _run_trial(train, t: Trial, tdir: str, k: int, n: int) -> None:
-    """Train one trial with a progress bar; a failure is recorded in its summary, not raised."""
-    bar = tqdm(total=t.cfg.train.steps, desc=f"trial {k}/{n} {t.trial_id}", unit="step",
-               leave=False, mininterval=0.5)
-    try:
-        s = train(t.cfg, tdir, on_step=lambda step, total: bar.update(step - bar.n),
-                  verbose=False)
-        print(f"[{k}/{n}] {t.trial_id}: loss {s['loss']:.4f} val_loss {s['val_loss']:.4f} "
-              f"({s['wall_s']:.1f}s, {s['tokens_per_s']:,.0f} tok/s)", flush=True)
-    except UserError:
-        raise
-    except Exception as e:  # record the failure and go on with the next trial
-        write_json_atomic(os.path.join(tdir, "summary.json"), {
-            "status": "failed", "error": f"{type(e).__name__}: {e}"})
-        with open(os.path.join(tdir, "error.txt"), "w") as f:
-            f.write(traceback.format_exc())
-        print(f"[{k}/{n}] {t.trial_id}: FAILED {type(e).__name__}: {e}", flush=True)
-    finally:
-        bar.close()
+def _experiment_slurm(spec: str | None) -> dict:
+    """Optional `get_slurm(arg)` in the experiment file: SLURM options (partition, time, gpus,
+    cpus, mem_gb, array_parallelism, account, qos, or raw submitit `slurm_*` keys)."""
+    module, arg = load_experiment(spec)
+    if not hasattr(module, "get_slurm"):
+        return {}
+    opts = module.get_slurm(arg)
+    if not isinstance(opts, dict):
+        raise UserError(f"get_slurm() in {spec!r} must return a dict")
+    return opts
 
 
 @contextlib.contextmanager

@@ -1,0 +1,341 @@
+"""Synthetic and corpus tasks: examples from (seed, split), k-shot episodes, answer parsers.
+
+Every task is byte-level text in one format, one example per line pair:
+
+    Q: 58+67=\\nA: 125\\n                             direct
+    Q: 58+67= (steps)\\nA: 8+7=15,5+6+1=12 so 125\\n   chain of thought (scratchpad rationale)
+
+The model's completion is cut at the first newline and the answer is its last word, so the
+same parser reads a direct answer and the end of a worked rationale.
+
+Train/eval disjointness: an example belongs to the eval split iff a hash of (task name, its
+content key) falls in the first `1 / EVAL_EVERY` of the hash range. Examples are drawn by
+rejection from a seeded generator, so the two splits never share a key whatever the seeds, and
+a pretraining stream built from the train split never contains an eval question.
+
+Spec strings name a task with optional knobs: "addition", "addition(digits=3)".
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from scaling.errors import UserError
+
+EVAL_EVERY = 5          # 1 in 5 keys is held out for evaluation
+SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str          # "58+67="
+    answer: str            # "125"
+    rationale: str = ""    # "8+7=15,5+6+1=12" (empty: the task has none)
+    key: str = ""          # content that decides the split ("" = question)
+
+
+def split_of(task: str, key: str) -> str:
+    """"eval" for 1 in EVAL_EVERY content keys (by hash), else "train"."""
+    h = int.from_bytes(hashlib.sha1(f"{task}|{key}".encode()).digest()[:8], "little")
+    return "eval" if h % EVAL_EVERY == 0 else "train"
+
+
+def rng_for(*parts) -> np.random.Generator:
+    """A generator keyed by ints and strings (strings hashed), so streams never collide."""
+    words = [p if isinstance(p, (int, np.integer)) else
+             int.from_bytes(hashlib.sha1(str(p).encode()).digest()[:4], "little") for p in parts]
+    return np.random.default_rng([int(w) % (2 ** 32) for w in words])
+
+
+def parse_last_word(completion: str) -> str:
+    """The answer in a completion: its first line's last word ("8+7=15 so 125" -> "125")."""
+    line = completion.split("\n", 1)[0].strip()
+    return line.split()[-1] if line.split() else ""
+
+
+class Task:
+    """Base task: subclasses define `draw(rng) -> Example` (and may override the rest)."""
+
+    name = "task"
+    chance = 0.0            # exact-match accuracy of guessing (chart's chance line)
+    has_rationale = False   # evaluated in both "direct" and "cot" modes
+    few_shot = True         # False: evaluated at 0 shots only
+    max_new_tokens = 16     # generation budget for an answer (cot: `cot_new_tokens`)
+    cot_new_tokens = 48
+
+    def draw(self, rng: np.random.Generator) -> Example:
+        raise NotImplementedError
+
+    # -- examples and splits --
+    def key(self, ex: Example) -> str:
+        return ex.key or ex.question
+
+    def in_split(self, ex: Example, split: str) -> bool:
+        return split_of(self.name, self.key(ex)) == split
+
+    def sample(self, rng: np.random.Generator, split: str) -> Example:
+        """One example of `split`, by rejection (expected EVAL_EVERY draws for eval)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        for _ in range(10_000):
+            ex = self.draw(rng)
+            if self.in_split(ex, split):
+                return ex
+        raise RuntimeError(f"task {self.name}: no {split} example in 10000 draws")
+
+    def examples(self, seed: int, split: str, n: int) -> list[Example]:
+        """`n` examples of `split`, a pure function of (task, seed, split, n)."""
+        rng = rng_for(seed, self.name, split)
+        return [self.sample(rng, split) for _ in range(n)]
+
+    # -- text --
+    def format(self, ex: Example, cot: bool = False) -> tuple[str, str]:
+        """(prompt, target): the target is what the model should write, newline included."""
+        cot = cot and bool(ex.rationale)
+        prompt = f"Q: {ex.question}{' (steps)' if cot else ''}\nA: "
+        return prompt, (f"{ex.rationale} so {ex.answer}" if cot else ex.answer) + "\n"
+
+    def parse(self, completion: str) -> str:
+        return parse_last_word(completion)
+
+    def episode(self, seed: int, index: int, k: int, cot: bool = False) -> tuple[str, str, Example]:
+        """Eval item `index` with `k` train-split demonstrations: (prompt, target, example).
+
+        The query is the same for every k (paired comparison across shots); the demos depend
+        on (seed, index, k).
+        """
+        query = self.examples(seed, "eval", index + 1)[index]
+        rng = rng_for(seed, self.name, "demos", index, k)
+        demos = "".join("".join(self.format(self.sample(rng, "train"), cot)) for _ in range(k))
+        prompt, target = self.format(query, cot)
+        return demos + prompt, target, query
+
+    def train_text(self, rng: np.random.Generator, n_chars: int) -> str:
+        """Pretraining text: train-split examples back to back, at least `n_chars` long.
+
+        Tasks with a rationale write half of their examples in the chain-of-thought format.
+        """
+        parts, size = [], 0
+        while size < n_chars:
+            ex = self.sample(rng, "train")
+            text = "".join(self.format(ex, cot=self.has_rationale and rng.random() < 0.5))
+            parts.append(text)
+            size += len(text)
+        return "".join(parts)
+
+
+class Addition(Task):
+    """a + b with `digits`-digit operands; the rationale adds digit by digit with carries."""
+
+    has_rationale = True
+
+    def __init__(self, digits: int = 2):
+        if not 1 <= digits <= 8:
+            raise UserError(f"addition: digits must be in [1, 8], got {digits}")
+        self.digits, self.name = digits, "addition" if digits == 2 else f"addition{digits}"
+        self.chance = 10.0 ** -(digits + 0.5)  # a uniform guess of the answer's digits
+        self.max_new_tokens = digits + 3
+        self.cot_new_tokens = 12 * digits + 8
+
+    def draw(self, rng):
+        a, b = (int(x) for x in rng.integers(0, 10 ** self.digits, size=2))
+        steps, carry = [], 0
+        da, db = str(a).zfill(self.digits)[::-1], str(b).zfill(self.digits)[::-1]
+        for x, y in zip(da, db):  # least significant digit first, as written by hand
+            s = int(x) + int(y) + carry
+            steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={s}")
+            carry = s // 10
+        return Example(f"{a}+{b}=", str(a + b), ",".join(steps))
+
+
+class Modular(Task):
+    """(a + b) mod m for a, b < m."""
+
+    def __init__(self, modulus: int = 13):
+        if modulus < 2:
+            raise UserError(f"modular: modulus must be >= 2, got {modulus}")
+        self.m, self.name = modulus, "modular" if modulus == 13 else f"modular{modulus}"
+        self.chance = 1.0 / modulus
+        self.max_new_tokens = len(str(modulus)) + 2
+
+    def draw(self, rng):
+        a, b = (int(x) for x in rng.integers(0, self.m, size=2))
+        return Example(f"{a}+{b} mod {self.m}=", str((a + b) % self.m))
+
+
+class Copy(Task):
+    """Repeat a random lowercase string of `length` letters (induction: copy from context)."""
+
+    def __init__(self, length: int = 6):
+        if not 1 <= length <= 32:
+            raise UserError(f"copy: length must be in [1, 32], got {length}")
+        self.length, self.name = length, "copy" if length == 6 else f"copy{length}"
+        self.chance = 26.0 ** -length
+        self.max_new_tokens = length + 2
+
+    def draw(self, rng):
+        s = "".join(rng.choice(list(string.ascii_lowercase), size=self.length))
+        return Example(f"copy {s}", s)
+
+
+class IclMapping(Task):
+    """Symbol -> label, with a random mapping per prompt: learnable only from the demos.
+
+    Each episode draws `symbols` distinct lowercase letters and maps each to one of `labels`
+    distinct uppercase letters (also drawn per episode). The demonstrations and the query share
+    the episode's mapping; the split is decided by the mapping, so eval mappings never occur in
+    training. Chance is 1/labels for a model that answers with one of the labels shown.
+    """
+
+    few_shot = True
+    max_new_tokens = 3
+
+    def __init__(self, symbols: int = 4, labels: int = 2):
+        if not 2 <= labels <= symbols <= 26:
+            raise UserError(f"icl_mapping: need 2 <= labels <= symbols <= 26, got "
+                            f"labels={labels}, symbols={symbols}")
+        self.n_sym, self.n_lab = symbols, labels
+        self.name = "icl_mapping" if (symbols, labels) == (4, 2) else f"icl_mapping{symbols}x{labels}"
+        self.chance = 1.0 / labels
+
+    def mapping(self, rng) -> dict[str, str]:
+        syms = rng.choice(list(string.ascii_lowercase), size=self.n_sym, replace=False)
+        labs = rng.choice(list(string.ascii_uppercase), size=self.n_lab, replace=False)
+        return {str(s): str(labs[i % self.n_lab]) for i, s in enumerate(syms)}
+
+    @staticmethod
+    def mapping_key(m: dict[str, str]) -> str:
+        return ",".join(f"{s}{m[s]}" for s in sorted(m))
+
+    def _draw_mapping(self, rng, split):
+        for _ in range(10_000):
+            m = self.mapping(rng)
+            if split_of(self.name, self.mapping_key(m)) == split:
+                return m
+        raise RuntimeError("no mapping found")
+
+    def _ex(self, m, rng) -> Example:
+        s = str(rng.choice(sorted(m)))
+        return Example(f"{s}", m[s], key=self.mapping_key(m))
+
+    def draw(self, rng):
+        return self._ex(self.mapping(rng), rng)
+
+    def episode(self, seed, index, k, cot=False):
+        rng = rng_for(seed, self.name, "eval", index)
+        m = self._draw_mapping(rng, "eval")
+        query = self._ex(m, rng)                     # same mapping and query for every k
+        demo_rng = rng_for(seed, self.name, "demos", index, k)
+        demos = "".join("".join(self.format(self._ex(m, demo_rng))) for _ in range(k))
+        prompt, target = self.format(query)
+        return demos + prompt, target, query
+
+    def train_text(self, rng, n_chars):
+        """Episodes of one mapping each (train split), 4 to 16 examples long."""
+        parts, size = [], 0
+        while size < n_chars:
+            m = self._draw_mapping(rng, "train")
+            text = "".join("".join(self.format(self._ex(m, rng)))
+                           for _ in range(int(rng.integers(4, 17))))
+            parts.append(text + "\n")                # a blank line between episodes
+            size += len(text) + 1
+        return "".join(parts)
+
+
+class TextCompletion(Task):
+    """The next word of a held-out corpus passage (validation split = eval, train = train).
+
+    Needs the corpus: `documents(split)` returns the split's flat token array (scaling.data).
+    Splits come from the corpus' own split, not the hash. Zero-shot only.
+    """
+
+    few_shot = False
+    chance = 0.0
+    max_new_tokens = 16
+
+    def __init__(self, context: int = 64, documents: Callable[[str], np.ndarray] | None = None):
+        self.context, self.name, self._documents = context, "text", documents
+
+    def _tokens(self, split):
+        if self._documents is None:
+            raise UserError("task 'text' needs the corpus: evaluate it through scaling.evals.run")
+        return self._documents(split)
+
+    def sample(self, rng, split):
+        tokens = self._tokens(split)
+        for _ in range(10_000):
+            start = int(rng.integers(0, len(tokens) - self.context - 64))
+            window = np.asarray(tokens[start:start + self.context + 64])
+            if (window >= 256).any():
+                continue                              # stay inside one document
+            text = bytes(window.astype(np.uint8)).decode("utf-8", errors="replace")
+            cut = text.rfind(" ", 0, self.context)    # the passage ends before a word
+            m = re.match(r" ([A-Za-z]+)", text[cut:])
+            if cut > 8 and m:
+                return Example(text[:cut], m.group(1))
+        raise RuntimeError("no text example found")
+
+    def in_split(self, ex, split):
+        return True
+
+    def format(self, ex, cot=False):
+        return ex.question + " ", ex.answer + " "
+
+    def parse(self, completion):
+        words = completion.split()
+        return re.sub(r"[^A-Za-z]", "", words[0]) if words else ""
+
+    def train_text(self, rng, n_chars):
+        raise UserError("task 'text' is the corpus itself: mix the corpus in by its data.name")
+
+
+REGISTRY: dict[str, Callable[..., Task]] = {
+    "addition": Addition, "modular": Modular, "copy": Copy, "icl_mapping": IclMapping,
+    "text": TextCompletion,
+}
+
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+
+
+def split_specs(text: str) -> list[str]:
+    """"addition(digits=3),copy" -> ["addition(digits=3)", "copy"] (commas in parens kept)."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def get_task(spec: str, **context) -> Task:
+    """A task from a spec "name" or "name(knob=int, ...)"; bad specs raise one-line UserErrors.
+
+    `context` passes extra constructor arguments some tasks need (text: documents=...).
+    """
+    m = _SPEC.match(spec)
+    if not m or m.group(1) not in REGISTRY:
+        raise UserError(f"unknown task {spec!r}: pick from {', '.join(sorted(REGISTRY))} "
+                        f"(knobs as name(key=int), e.g. addition(digits=3))")
+    knobs = {}
+    for item in filter(None, (s.strip() for s in (m.group(2) or "").split(","))):
+        key, eq, val = item.partition("=")
+        if not eq or not val.strip().lstrip("-").isdigit():
+            raise UserError(f"task {spec!r}: knobs are key=int, got {item!r}")
+        knobs[key.strip()] = int(val)
+    factory = REGISTRY[m.group(1)]
+    if m.group(1) == "text":
+        knobs.update(context)
+    try:
+        return factory(**knobs)
+    except TypeError as e:
+        raise UserError(f"task {spec!r}: bad knob ({e})") from e

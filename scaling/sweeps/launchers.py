@@ -1,0 +1,288 @@
+"""Where a sweep's trials run: in this process, in N local worker processes, or as SLURM jobs.
+
+All launchers share one rule for claiming a trial (`claim_and_run`): skip it if it has a
+summary (done or failed), else take its `trial_lock` (a non-blocking flock the OS drops when the
+holder dies), re-check the summary under the lock, and train. So any mix of launchers, workers
+and repeated `scaling sweep` commands on one workdir never runs a trial twice, and a killed
+worker's trial is simply resumed from its orbax checkpoint by whoever claims it next.
+
+- `local` (default): the trials one after another in this process (`runner.run_sweep`).
+- `local --parallel N`: N worker subprocesses (`python -m scaling.sweeps.launchers worker DIR`),
+  each claiming trials until none is left. Each worker gets its own CPU cores (sched affinity)
+  and, on a GPU machine, its own GPUs (CUDA_VISIBLE_DEVICES) so workers never share a device.
+- `slurm`: one submitit job per trial, submitted as one job array. A job that SLURM times out or
+  preempts is requeued through submitit's `checkpoint()` protocol; the requeued job calls
+  `train()` again, which resumes from the trial's latest orbax checkpoint. `--slurm-local` runs
+  the same code path through submitit's local executor (tests, or a machine without SLURM).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+from scaling.config import ConfigDict
+from scaling.metrics import write_json_atomic
+
+
+# ------------------------------------------------------------------ claiming and running a trial
+
+def trial_dir(workdir: str, trial_id: str) -> str:
+    return os.path.join(workdir, "trials", trial_id)
+
+
+def finished(tdir: str) -> bool:
+    """A trial with a summary (done, or failed and not being retried) is not run again."""
+    from scaling.sweeps.runner import _read_summary
+    s = _read_summary(tdir)
+    return bool(s) and s.get("status") in ("done", "failed")
+
+
+def reset_failed(workdir: str, trial_ids: list[str]) -> list[str]:
+    """For --retry-failed: move failed trials' summary.json aside (to summary.failed.json) so
+    every launcher sees them as unfinished. Done once by the submitting process, so a trial that
+    fails again is not retried over and over by each worker."""
+    from scaling.sweeps.runner import _read_summary, is_locked
+    reset = []
+    for tid in trial_ids:
+        tdir = trial_dir(workdir, tid)
+        s = _read_summary(tdir)
+        if s and s.get("status") == "failed" and not is_locked(tdir):
+            os.replace(os.path.join(tdir, "summary.json"), os.path.join(tdir, "summary.failed.json"))
+            reset.append(tid)
+    return reset
+
+
+def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False) -> dict:
+    """Train one trial; a failure is recorded in its summary.json and error.txt, not raised
+    (the sweep goes on with the next trial). Returns the summary."""
+    from scaling.errors import UserError
+    from scaling.train import train
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.train.steps, desc=f"trial {label}", unit="step", leave=False,
+               mininterval=0.5, disable=not progress)
+    try:
+        s = train(cfg, tdir, on_step=lambda step, total: bar.update(step - bar.n), verbose=False)
+        print(f"[{label}]: loss {s['loss']:.4f} val_loss {s['val_loss']:.4f} "
+              f"({s['wall_s']:.1f}s, {s['tokens_per_s']:,.0f} tok/s)", flush=True)
+        return s
+    except UserError:
+        raise
+    except Exception as e:  # record the failure and go on with the next trial
+        s = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        write_json_atomic(os.path.join(tdir, "summary.json"), s)
+        with open(os.path.join(tdir, "error.txt"), "w") as f:
+            f.write(traceback.format_exc())
+        print(f"[{label}]: FAILED {type(e).__name__}: {e}", flush=True)
+        return s
+    finally:
+        bar.close()
+
+
+def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False) -> str:
+    """Run the trial unless it is finished or another process holds its lock.
+    Returns what happened: "ran", "finished" or "locked"."""
+    from scaling.sweeps.runner import trial_lock
+    if finished(tdir):
+        return "finished"
+    with trial_lock(tdir) as got:
+        if not got:
+            return "locked"
+        if finished(tdir):  # finished by another process between our check and the lock
+            return "finished"
+        run_trial(cfg, tdir, label, progress=progress)
+        return "ran"
+
+
+# ------------------------------------------------------------------ local --parallel N
+
+def split_cpus(n: int, cpus: list[int] | None = None) -> list[list[int]]:
+    """Disjoint CPU sets for n workers (round-robin when there are fewer CPUs than workers).
+
+    Why affinity: XLA:CPU sizes its thread pools from the CPUs the process may run on, so a
+    worker pinned to k cores runs k compute threads instead of every worker spawning one thread
+    per core of the machine and thrashing (N workers x all cores)."""
+    cpus = sorted(os.sched_getaffinity(0)) if cpus is None else cpus
+    if n >= len(cpus):
+        return [[cpus[k % len(cpus)]] for k in range(n)]
+    per, extra = divmod(len(cpus), n)
+    out, i = [], 0
+    for k in range(n):
+        take = per + (k < extra)
+        out.append(cpus[i:i + take])
+        i += take
+    return out
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use, without initialising a GPU backend here (that would
+    preallocate GPU memory in the parent and starve the workers)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+            return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU")]
+        except (OSError, subprocess.SubprocessError):
+            return []
+    return []
+
+
+def worker_env(k: int, n: int, cpus: list[int], gpus: list[str]) -> dict:
+    env = dict(os.environ)
+    # One thread per core we own; Eigen's own pool also follows the affinity mask.
+    env["OMP_NUM_THREADS"] = str(len(cpus))
+    if gpus:
+        mine = gpus[k::n]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+    env["SCALING_WORKER"] = str(k)
+    return env
+
+
+def run_parallel(workdir: str, n: int) -> list[int]:
+    """Start n workers on the sweep in `workdir` (its sweep.json) and wait; returns exit codes."""
+    from scaling.errors import UserError
+    gpus = visible_gpus()
+    if gpus and n > len(gpus):
+        raise UserError(f"--parallel {n} needs {n} GPUs (one or more per worker); "
+                        f"{len(gpus)} visible")
+    cpu_sets = split_cpus(n)
+    procs = []
+    for k in range(n):
+        cmd = [sys.executable, "-m", "scaling.sweeps.launchers", "worker", workdir, "--id", str(k)]
+        procs.append(subprocess.Popen(
+            cmd, env=worker_env(k, n, cpu_sets[k], gpus),
+            preexec_fn=lambda cpus=cpu_sets[k]: os.sched_setaffinity(0, cpus)))
+        print(f"worker {k}: pid {procs[-1].pid}, cpus {cpu_sets[k]}"
+              + (f", gpus {gpus[k::n]}" if gpus else ""), flush=True)
+    try:
+        return [p.wait() for p in procs]
+    except BaseException:  # Ctrl-C: stop our workers; their trials resume on the next run
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+
+
+def worker_main(workdir: str, worker_id: int) -> int:
+    """A worker: claim unfinished trials of the sweep one at a time until none is left."""
+    from scaling.cli import setup_jax
+    from scaling.sweeps.runner import expand, read_plan
+    setup_jax()
+    plan = read_plan(workdir)
+    trials, _ = expand(plan["config"], plan["overrides"])  # experiment files are deterministic
+    planned = [t["trial_id"] for t in plan["trials"]]
+    trials = [t for t in trials if t.trial_id in planned]
+    n = len(trials)
+    for k, t in enumerate(trials, 1):  # a locked or finished trial is skipped, not waited for
+        claim_and_run(t.cfg, trial_dir(workdir, t.trial_id), f"w{worker_id} {k}/{n} {t.trial_id}")
+    return 0
+
+
+# ------------------------------------------------------------------ SLURM through submitit
+
+SLURM_KEYS = ("partition", "time", "gpus", "cpus", "mem_gb", "array_parallelism", "account",
+              "qos")
+
+
+class TrialJob:
+    """The function submitit runs for one trial, checkpointable: on timeout or preemption submitit
+    calls `checkpoint()`, pickles the returned DelayedSubmission and requeues it; the new job
+    calls `train()` again, which resumes from the latest orbax checkpoint (`checkpoint.every`
+    bounds the steps redone)."""
+
+    def __init__(self, workdir: str):
+        self.workdir = os.path.abspath(workdir)
+
+    def __call__(self, cfg: dict, trial_id: str) -> str:
+        from scaling.cli import setup_jax
+        setup_jax()
+        tdir = trial_dir(self.workdir, trial_id)
+        what = claim_and_run(ConfigDict(cfg), tdir, trial_id)
+        return f"{trial_id}: {what}"
+
+    def checkpoint(self, cfg: dict, trial_id: str):
+        import submitit
+        return submitit.helpers.DelayedSubmission(TrialJob(self.workdir), cfg, trial_id)
+
+
+def slurm_parameters(opts: dict) -> dict:
+    """Our option names -> submitit's. Unknown `slurm_*` keys from get_slurm() pass through."""
+    names = {"partition": "slurm_partition", "time": "timeout_min", "gpus": "gpus_per_node",
+             "cpus": "cpus_per_task", "mem_gb": "mem_gb",
+             "array_parallelism": "slurm_array_parallelism", "account": "slurm_account",
+             "qos": "slurm_qos"}
+    params = {}
+    for k, v in opts.items():
+        if v is None or k == "local":
+            continue
+        params[names.get(k, k)] = v
+    params.setdefault("timeout_min", 60)
+    return params
+
+
+def run_slurm(workdir: str, trials: list, opts: dict, *, wait: bool = True,
+              poll_s: float = 2.0) -> list:
+    """Submit the unfinished trials as one job array; with `wait`, poll until they end."""
+    import submitit
+    todo = [t for t in trials if not finished(trial_dir(workdir, t.trial_id))]
+    if not todo:
+        print("slurm: nothing to submit (every trial is finished)", flush=True)
+        return []
+    folder = os.path.join(os.path.abspath(workdir), "slurm", "%j")
+    executor = submitit.AutoExecutor(folder=folder, cluster="local" if opts.get("local") else "slurm")
+    params = slurm_parameters(opts)
+    params.setdefault("name", "scaling-" + os.path.basename(os.path.abspath(workdir)))
+    executor.update_parameters(**params)
+    jobs = executor.map_array(TrialJob(workdir), [t.cfg.to_dict() for t in todo],
+                              [t.trial_id for t in todo])
+    write_json_atomic(os.path.join(workdir, "slurm", "jobs.json"),
+                      {t.trial_id: j.job_id for t, j in zip(todo, jobs)})
+    print(f"slurm: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}"
+          f"{'' if len(jobs) == 1 else ' ...'}); logs in {os.path.dirname(folder)}", flush=True)
+    if not wait:
+        print(f"follow with `scaling status {workdir}`; `scaling collect {workdir}` at the end")
+        return jobs
+    while not all(j.done() for j in jobs):
+        time.sleep(poll_s)
+    for t, j in zip(todo, jobs):
+        _record_job_failure(workdir, t.trial_id, j)
+    return jobs
+
+
+def _record_job_failure(workdir: str, trial_id: str, job) -> None:
+    """A job that died outside train() (import error, killed for memory, out of requeues) left no
+    summary: record it as failed with the job's log, so the results table says why."""
+    tdir = trial_dir(workdir, trial_id)
+    if finished(tdir):
+        return
+    err = job.exception()
+    if err is None:
+        return
+    os.makedirs(tdir, exist_ok=True)
+    first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    write_json_atomic(os.path.join(tdir, "summary.json"), {
+        "status": "failed", "error": f"job {job.job_id}: {first} (log: {job.paths.stderr})"})
+    with open(os.path.join(tdir, "error.txt"), "w") as f:
+        f.write(str(err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scaling.sweeps.launchers")
+    sub = p.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("worker", help="claim and train trials of a sweep until none is left")
+    w.add_argument("workdir")
+    w.add_argument("--id", type=int, default=0)
+    args = p.parse_args(argv)
+    return worker_main(args.workdir, args.id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
