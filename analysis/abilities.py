@@ -51,13 +51,20 @@ def load_evals(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     """Long table of a sweep's task metrics joined with each trial's size and compute.
 
     Columns: trial_id, params_non_embedding, flops, task, shots, mode, metric, value, chance.
-    Sizes come from trials/<id>/summary.json (done trials only).
+    Sizes come from trials/<id>/summary.json (done trials only). Only the trials of the sweep's
+    current plan (`sweep.json`) count, so directories left by an earlier, different plan of the
+    same experiment do not appear twice.
     """
     root = Path(sweep_dir) / "trials"
     if not root.is_dir():
         raise AnalysisInputError(f"{sweep_dir}: no trials/ directory (not a sweep)")
+    plan_path = Path(sweep_dir) / "sweep.json"
+    planned = ({t["trial_id"] for t in json.loads(plan_path.read_text())["trials"]}
+               if plan_path.exists() else None)
     frames = []
     for tdir in sorted(root.iterdir()):
+        if planned is not None and tdir.name not in planned:
+            continue
         ev, summ = tdir / "eval.jsonl", tdir / "summary.json"
         if not (ev.exists() and summ.exists()):
             continue

@@ -136,6 +136,18 @@ CASES = [
         "def get_config(arg=None):\n    return default_config()\n"
         "def get_sweep(arg=None):\n    return []\n")],
      "returned no trials"),
+    ("fit-missing-column", lambda t, e: ["fit", "chinchilla", _write(
+        t, "fit.csv", "N,D,loss\n1e6,1e9,3.0\n2e6,1e9,2.9\n"), "--n-col", "N", "--d-col", "tokens",
+        "--loss-col", "loss"], "tokens"),
+    ("fit-nan", lambda t, e: ["fit", "chinchilla", _write(
+        t, "fitnan.csv", "N,D,loss\n" + "".join(f"{n},{d},{'nan' if n == 1e6 else 3.0}\n"
+                                                 for n in (1e6, 2e6, 4e6) for d in (1e9, 2e9))),
+        "--n-col", "N", "--d-col", "D", "--loss-col", "loss"], "NaN"),
+    ("fit-non-positive", lambda t, e: ["fit", "chinchilla", _write(
+        t, "fitneg.csv", "N,D,loss\n" + "".join(f"{n},{d},3.0\n"
+                                                 for n in (-1e6, 2e6, 4e6) for d in (1e9, 2e9))),
+        "--n-col", "N", "--d-col", "D", "--loss-col", "loss"], "positive"),
+    ("fit-missing-file", lambda t, e: ["fit", "chinchilla", str(t / "nope.csv")], "nope.csv"),
 ]
 
 
