@@ -10,6 +10,7 @@ import itertools
 from typing import Any, Iterable, Mapping
 
 from scaling import counting
+from scaling.errors import UserError
 from scaling.config import ConfigDict, apply_overrides, resolve
 
 Point = dict[str, Any]
@@ -23,16 +24,24 @@ def size(d_model: int, n_layers: int, n_heads: int | None = None, **extra: Any) 
     return point
 
 
-def product(*axes: Iterable[Point] | Mapping[str, Iterable[Any]]) -> list[Point]:
-    """Cartesian product. Each axis is a list of override dicts or {key: [values]}."""
+def _axis_lists(axes) -> list[list[Point]]:
+    """Each axis as a list of override dicts; {key: [values]} becomes one axis per key."""
     lists = []
     for axis in axes:
         if isinstance(axis, Mapping):
-            for key, values in axis.items():
-                lists.append([{key: v} for v in values])
+            lists += [[{key: v} for v in values] for key, values in axis.items()]
         else:
             lists.append(list(axis))
-    return [dict(kv for d in combo for kv in d.items()) for combo in itertools.product(*lists)]
+    return lists
+
+
+def _merge(combo) -> Point:
+    return dict(kv for d in combo for kv in d.items())
+
+
+def product(*axes: Iterable[Point] | Mapping[str, Iterable[Any]]) -> list[Point]:
+    """Cartesian product. Each axis is a list of override dicts or {key: [values]}."""
+    return [_merge(combo) for combo in itertools.product(*_axis_lists(axes))]
 
 
 def sizes_x_tokens(sizes: Iterable[Point], tokens: Iterable[int]) -> list[Point]:
@@ -62,17 +71,11 @@ def isoflop(base: ConfigDict, budgets: Iterable[float], sizes: Iterable[Point]) 
 def zip_axes(*axes: Iterable[Point] | Mapping[str, Iterable[Any]]) -> list[Point]:
     """Element-wise combination (Python's zip) of equally long axes; the i-th trial takes the
     i-th entry of every axis, e.g. sizes with their own learning rates."""
-    lists = []
-    for axis in axes:
-        if isinstance(axis, Mapping):
-            for key, values in axis.items():
-                lists.append([{key: v} for v in values])
-        else:
-            lists.append(list(axis))
+    lists = _axis_lists(axes)
     lengths = {len(x) for x in lists}
     if len(lengths) > 1:
-        raise ValueError(f"zip_axes needs axes of equal length, got lengths {sorted(lengths)}")
-    return [dict(kv for d in combo for kv in d.items()) for combo in zip(*lists)]
+        raise UserError(f"zip_axes needs axes of equal length, got lengths {sorted(lengths)}")
+    return [_merge(combo) for combo in zip(*lists)]
 
 
 def _params(base: ConfigDict, point: Point, which: str) -> int:
