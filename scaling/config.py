@@ -56,8 +56,9 @@ def default_config() -> ConfigDict:
         tie_embeddings=True,
         dtype="float32",       # compute dtype; parameters stay float32
         remat="none",          # per-block rematerialisation: none | full | dots_saveable
-        scan_unroll=0,         # layers per iteration of the layer scan; 0 = all (unrolled,
-                               # fastest step), 1 = a rolled loop (compile time flat in depth)
+        scan_unroll=0,         # layers per iteration of the layer loop; 1 = rolled (compile
+                               # time flat in depth); 0 = auto: unrolled (fastest step), rolled
+                               # when remat is on (XLA keeps remat's saving only in a loop)
         init_std=0.02,
         norm_eps=1e-5,
     ))

@@ -205,10 +205,12 @@ class Transformer(nnx.Module):
             # and recompute the rest in the backward pass (memory for compute).
             return nnx.remat(lambda b, x: b(x), policy=policy)(block, x_BTD)
 
-        # `scan_unroll` layers per loop iteration (0 = all). A rolled loop compiles in time flat
-        # in depth; unrolled, XLA fuses across layers and nothing is stacked per layer, which on
-        # CPU is worth 25-40% of the step (docs/benchmarks.md, "scan vs unrolled").
-        unroll = getattr(self.cfg, "scan_unroll", 0) or self.cfg.n_layers
+        # `scan_unroll` layers per loop iteration. A rolled loop compiles in time flat in depth;
+        # unrolled, XLA fuses across layers and nothing is stacked per layer, which on CPU is
+        # worth 25-40% of the step. 0 = auto: unrolled, except with remat, whose memory saving
+        # XLA only keeps inside a loop (docs/benchmarks.md, "scan vs unrolled", "remat").
+        unroll = getattr(self.cfg, "scan_unroll", 0) or (
+            self.cfg.n_layers if policy == "none" else 1)
         if unroll >= self.cfg.n_layers:
             # A Python loop over static slices of the stacked parameters: unlike
             # lax.scan(unroll=L), it does not stack every layer's residuals into [L, ...] buffers.
