@@ -83,6 +83,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
+    import importlib.util
+    if args.launcher == "slurm" and importlib.util.find_spec("submitit") is None:
+        raise UserError("--launcher slurm needs submitit: pip install -e '.[slurm]'")
     setup_jax()
     from scaling.sweeps.runner import run_sweep
     slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
