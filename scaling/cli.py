@@ -75,7 +75,7 @@ def cmd_describe(args) -> int:
 def cmd_train(args) -> int:
     setup_jax()
     from scaling.train import train
-    summary = train(_load(args), args.workdir)
+    summary = train(_load(args), args.workdir, verbose=not args.json)
     print(json.dumps(summary) if args.json else
           f"done: loss {summary['loss']:.4f} val_loss {summary['val_loss']:.4f} "
           f"wall {summary['wall_s']:.1f}s -> {os.path.join(args.workdir, 'summary.json')}")

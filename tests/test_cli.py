@@ -72,3 +72,11 @@ def test_existing_workdir_of_another_experiment_is_refused(tmp_path):
                 "--config.train.steps=3")
     assert r.returncode == 2 and "different config" in r.stderr
     assert before == {f: os.path.getmtime(os.path.join(w, f)) for f in before}
+
+
+def test_train_json_prints_only_the_summary(tmp_path):
+    r = run_cli("train", "--config", "tests/tiny_experiment.py", "--workdir", str(tmp_path / "w"),
+                "--config.train.steps=2", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)  # one JSON object, no progress lines on stdout
+    assert out["status"] == "done" and out["steps"] == 2

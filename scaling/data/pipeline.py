@@ -12,10 +12,14 @@ from its files with `builder_from_files`, so neither its builder code nor the ne
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import re
+import sys
 import tempfile
 from typing import Iterator, Sequence
 
@@ -43,10 +47,22 @@ def _builder(cfg_data):
     root = data_dir(cfg_data)
     if cfg_data.name == "kjv":
         from scaling.data.kjv import Kjv
-        builder = Kjv(data_dir=root, file_format="array_record")
-        if not builder.is_prepared():
+        absl_log = logging.getLogger("absl")
+        level = absl_log.level
+        absl_log.setLevel(logging.ERROR)  # TFDS warns about the not-yet-built folder
+        try:
+            builder = Kjv(data_dir=root, file_format="array_record")
+            prepared = builder.is_prepared()
+        finally:
+            absl_log.setLevel(level)
+        if not prepared:
             os.makedirs(root, exist_ok=True)
-            builder.download_and_prepare()
+            print(f"building the built-in KJV corpus (offline, ~1 s) in {root}", file=sys.stderr,
+                  flush=True)
+            # TFDS prints "Downloading..." banners and progress bars even for a local build.
+            tfds.disable_progress_bar()
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare()
         return builder
     try:
         # From files only: reads dataset_info.json/features.json under root; never downloads
