@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.powerlaw import fit_loglog, percentile_ci
+from analysis.powerlaw import bootstrap_fits, fit_loglog
 from analysis.results import require_columns
 
 __all__ = ["curve_flops", "envelope_points", "fit_envelope"]
@@ -74,16 +74,8 @@ def fit_envelope(cur: pd.DataFrame, *, n_bins: int = 100, drop_edge_sizes: bool 
         )
     out = {**_fit(env), "n_points": int(len(env)), "envelope": env.to_dict("records")}
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        samples = {k: [] for k in ("a", "b", "k_N", "k_D")}
-        for _ in range(int(bootstrap)):
+        def refit(rng):
             e = env.iloc[rng.integers(0, len(env), len(env))]
-            if e["N"].nunique() < 2:
-                continue
-            for k, v in _fit(e).items():
-                samples[k].append(v)
-        out["ci"] = percentile_ci(samples)
-        out["bootstrap"] = int(bootstrap)
-        if keep_samples:  # raw bootstrap estimates, e.g. for CI bands in plots
-            out["samples"] = samples
+            return _fit(e) if e["N"].nunique() >= 2 else None
+        out.update(bootstrap_fits(refit, bootstrap, seed, keep_samples=keep_samples))
     return out

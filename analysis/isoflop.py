@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.powerlaw import fit_loglog, percentile_ci
+from analysis.powerlaw import bootstrap_fits, fit_loglog
 
 __all__ = ["budget_groups", "isoflop_optima", "fit_isoflop"]
 
@@ -109,20 +109,13 @@ def fit_isoflop(N, C, L, *, D=None, bootstrap: int = 0, seed: int = 0, interior_
     out = {**_fit_from_optima(used), "n_budgets": int(len(used)), "n_points": int(len(N)),
            "optima": used.to_dict("records")}
     if bootstrap:
-        rng = np.random.default_rng(seed)
         budgets = budget_groups(C, kw.get("sig", 2))
         groups = [np.flatnonzero(budgets == c) for c in np.unique(budgets)]
-        samples = {k: [] for k in ("a", "b", "k_N", "k_D")}
-        for _ in range(int(bootstrap)):
+
+        def refit(rng):
             idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
             o = isoflop_optima(N[idx], C[idx], L[idx], D=None if D is None else np.asarray(D)[idx], **kw)
             o = o[o["interior"]] if (interior_only and len(o)) else o
-            if len(o) < 2:
-                continue
-            for k, v in _fit_from_optima(o).items():
-                samples[k].append(v)
-        out["ci"] = percentile_ci(samples)
-        out["bootstrap"] = int(bootstrap)
-        if keep_samples:  # raw bootstrap estimates, e.g. for CI bands in plots
-            out["samples"] = samples
+            return _fit_from_optima(o) if len(o) >= 2 else None
+        out.update(bootstrap_fits(refit, bootstrap, seed, keep_samples=keep_samples))
     return out

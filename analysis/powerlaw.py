@@ -21,6 +21,23 @@ def fit_loglog(x, y, w=None):
     return float(coef[0]), float(coef[1])
 
 
+def bootstrap_fits(refit, n: int, seed: int, keys=("a", "b", "k_N", "k_D"),
+                   keep_samples: bool = False) -> dict:
+    """Call `refit(rng)` `n` times (it returns a dict of estimates, or None to skip a degenerate
+    resample) and summarise: {"ci": name -> [lo, hi], "bootstrap": n[, "samples"]}."""
+    rng = np.random.default_rng(seed)
+    samples = {k: [] for k in keys}
+    for _ in range(int(n)):
+        est = refit(rng)
+        if est is not None:
+            for k in keys:
+                samples[k].append(est[k])
+    out = {"ci": percentile_ci(samples), "bootstrap": int(n)}
+    if keep_samples:  # raw bootstrap estimates, e.g. for CI bands in plots
+        out["samples"] = samples
+    return out
+
+
 def percentile_ci(samples: dict, level: float = 0.95) -> dict:
     """name -> [lo, hi] percentile interval of bootstrap samples (NaNs ignored)."""
     q = 100 * (1 - level) / 2
