@@ -2,6 +2,8 @@
 
     scaling sweep --config experiments/abilities.py --workdir runs/abilities          (~1 h, 2 cores)
     scaling sweep --config experiments/abilities.py:smoke --workdir runs/abilities_smoke  (minutes)
+    scaling sweep --config experiments/abilities.py:arith --workdir runs/arith   (8M tokens/size,
+        60% addition + 30% copy: the sizes where 2-digit addition and copying appear)
     python -m analysis.abilities runs/abilities      # emergence / ICL / self-consistency charts
 
 Every trial ends with `scaling.evals.run` (eval.jsonl; columns eval/... in results.parquet):
@@ -26,6 +28,11 @@ def get_config(arg=None):
     c.log.every = 20
     c.eval.update(dict(tasks="addition,icl_mapping,modular,copy,text", examples=48,
                        shots="0,1,2,4,8", sc_samples=5, sc_shots=4, temperature=0.8, top_k=40))
+    if arg == "arith":  # more tokens, arithmetic-heavy mix: where addition and copying are learned
+        c.data.mixture = "kjv:0.1,addition:0.6,copy:0.3"
+        c.train.tokens = 8_000_000
+        c.log.every = 100
+        c.eval.update(dict(tasks="addition,copy", shots="0,4"))
     if arg == "smoke":
         c.train.tokens = 32 * 160 * 20
         c.eval.update(dict(examples=4, shots="0,2", sc_shots=2, sc_samples=3))
