@@ -175,6 +175,8 @@ def plot_emergence(df: pd.DataFrame, *, x="flops", metric="exact_match",
                 axes[0].axhline(c, color=colors[g], ls=":", lw=0.8)
         for ax, ylab in zip(axes, (metric, continuous)):
             ax.set_xscale("log" if logx else "linear")
+            if logx:  # minor-tick labels collide on a 1-2 decade axis
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylab.replace("_", " "))
         axes[0].legend(title=f"{group} (dotted: chance)", loc="best")
@@ -225,6 +227,9 @@ def plot_sweep_abilities(sweep_dir, outdir=None, *, emergence_task_metric="exact
     chance = em.groupby("task")["chance"].first().to_dict()
     paths = save_figure(plot_emergence(em, chance=chance, title="our sweep: largest k, greedy"),
                         outdir, "emergence")
+    if icl_task not in set(long["task"]):  # e.g. an arithmetic-only sweep: any k-shot task
+        multi = long.groupby("task")["shots"].nunique()
+        icl_task = multi[multi > 1].index[0]
     paths += save_figure(plot_icl(icl_frame(long, icl_task), title=icl_task), outdir, "icl")
     maj, greedy = sc_frame(long, sc_task, mode=sc_mode)
     paths += save_figure(plot_sc(maj, greedy=greedy, title=f"{sc_task} ({sc_mode})"), outdir, "sc")

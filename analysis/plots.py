@@ -51,7 +51,7 @@ def save_figure(fig, outdir, stem, formats=("png", "pdf")) -> list[str]:
     paths = []
     for fmt in formats:
         p = outdir / f"{stem}.{fmt}"
-        fig.savefig(p, dpi=200 if fmt == "png" else None)
+        fig.savefig(p, dpi=200 if fmt == "png" else None, bbox_inches="tight")
         paths.append(str(p))
     plt.close(fig)
     return paths
