@@ -244,7 +244,3 @@ class Transformer(nnx.Module):
         logits_BTV = self.embed.attend(x_BTD) if self.cfg.tie_embeddings else self.head(x_BTD)
         return logits_BTV.astype(jnp.float32)
 
-
-def init_model(cfg, seed: int) -> Transformer:
-    """Build the model (eagerly; the trainer jits this via `nnx.eval_shape`/`jax.jit`)."""
-    return Transformer(cfg, nnx.Rngs(params=seed))

@@ -29,7 +29,7 @@ from scaling import counting, distributed, mesh as mesh_lib, pipeline, sinks
 from scaling.config import ConfigDict, resolve, to_json
 from scaling.data import TokenBatches
 from scaling.errors import UserError
-from scaling.metrics import JsonlWriter, peak_flops, write_json_atomic
+from scaling.metrics import JsonlWriter, peak_flops, read_jsonl, write_json_atomic
 from scaling.model import Transformer
 
 
@@ -124,7 +124,7 @@ class Trainer:
         self.jit_step = jax.jit(self._step,
                                 in_shardings=(self.state_sharding, self.batch_sharding, repl),
                                 out_shardings=(self.state_sharding, repl), donate_argnums=0)
-        self.eval_loss = jax.jit(self._eval_loss,
+        self.eval_loss = jax.jit(self._loss,
                                  in_shardings=(param_sh, self.batch_sharding), out_shardings=repl)
 
     # -- pure functions (traced once) --
@@ -192,9 +192,6 @@ class Trainer:
         return {"bad_step": jnp.where((g["bad_step"] < 0) & ~finite, step1, g["bad_step"]),
                 "skipped": g["skipped"] + (~ok).astype(jnp.int32),
                 "count": g["count"] + write.astype(jnp.int32), "hist": hist}, ok
-
-    def _eval_loss(self, params, tokens_BT1):
-        return self._loss(params, tokens_BT1)
 
     # -- host helpers --
     def global_batch(self, local_BT1: np.ndarray) -> jax.Array:
@@ -377,7 +374,8 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
     mngr.wait_until_finished()
     mngr.close()
     if last_row is None:  # resumed at the very end: recover the last train line from the log
-        last_row = next(r for r in reversed(log_rows(workdir)) if "loss" in r)
+        last_row = next(r for r in reversed(read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+                        if "loss" in r)
     summary = {
         "status": "done",
         "resumed_from": start,
@@ -407,7 +405,3 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
         write_json_atomic(summary_path, summary)
     return summary
 
-
-def log_rows(workdir: str) -> list[dict]:
-    from scaling.metrics import read_jsonl
-    return read_jsonl(os.path.join(workdir, "metrics.jsonl"))
