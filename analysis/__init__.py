@@ -11,6 +11,6 @@ Submodules are not imported here so that ``import analysis`` stays cheap (no JAX
 def __getattr__(name):
     """`analysis.load_sweep(DIR)` without importing pandas until it is used."""
     if name == "load_sweep":
-        from analysis.results import load_sweep
+        from analysis.load import load_sweep
         return load_sweep
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")

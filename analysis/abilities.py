@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.errors import AnalysisInputError  # noqa: E402
-from analysis.plots import paper_style, save_figure, si_label  # noqa: E402
+from analysis.plots.sweep import paper_style, save_figure, si_label  # noqa: E402
 from analysis.reference import REFERENCE_DIR  # noqa: E402
 
 __all__ = ["read_eval_jsonl", "load_evals", "emergence_frame", "icl_frame", "sc_frame",

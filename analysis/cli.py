@@ -71,7 +71,7 @@ def _print_result(result: dict, as_json: bool, keys) -> None:
 
 
 def _load_table(args):
-    from analysis.results import completed, load_results
+    from analysis.load import completed, load_results
 
     df = completed(load_results(args.data))
     if getattr(args, "drop_highest", 0):
@@ -86,14 +86,14 @@ def _load_table(args):
 
 
 def _loss_col(args, df):
-    from analysis.results import default_loss_col
+    from analysis.load import default_loss_col
 
     return args.loss_col or default_loss_col(df)
 
 
 def _n_d_l(args, df):
     """N, D, L arrays from the table: D from --d-col, or D = C/(6N) with --c-col."""
-    from analysis.results import fit_arrays
+    from analysis.load import fit_arrays
 
     loss_col = _loss_col(args, df)
     if args.c_col:
@@ -109,7 +109,7 @@ def _n_d_l(args, df):
 
 @_handles_input_errors
 def _fit_chinchilla(args) -> int:
-    from analysis.chinchilla import fit_parametric
+    from analysis.fits.chinchilla import fit_parametric
 
     df = _load_table(args)
     N, D, L = _n_d_l(args, df)
@@ -144,8 +144,8 @@ def _add_data_args(p, *, d_col=True):
 
 @_handles_input_errors
 def _fit_kaplan(args) -> int:
-    from analysis.kaplan import fit_kaplan
-    from analysis.results import fit_arrays
+    from analysis.fits.kaplan import fit_kaplan
+    from analysis.load import fit_arrays
 
     df = _load_table(args)
     loss_col = _loss_col(args, df)
@@ -167,8 +167,8 @@ def _fit_kaplan(args) -> int:
 
 @_handles_input_errors
 def _fit_isoflop(args) -> int:
-    from analysis.isoflop import fit_isoflop
-    from analysis.results import fit_arrays
+    from analysis.fits.isoflop import fit_isoflop
+    from analysis.load import fit_arrays
 
     df = _load_table(args)
     N, C, L = fit_arrays(df, [args.n_col, args.c_col or "flops", _loss_col(args, df)])
@@ -181,8 +181,8 @@ def _fit_isoflop(args) -> int:
 
 @_handles_input_errors
 def _fit_envelope(args) -> int:
-    from analysis.envelope import curve_flops, fit_envelope
-    from analysis.results import completed, load_curves, load_results
+    from analysis.fits.envelope import curve_flops, fit_envelope
+    from analysis.load import completed, load_curves, load_results
 
     if not Path(args.data).is_dir():
         raise AnalysisInputError(f"{args.data} is not a directory; envelope fits need a sweep dir with trials/*/metrics.jsonl")
@@ -200,9 +200,9 @@ def _fit_envelope(args) -> int:
 
 @_handles_input_errors
 def _plot(args) -> int:
-    from analysis.chinchilla import fit_parametric
-    from analysis.plots import plot_sweep
-    from analysis.results import completed, default_loss_col, fit_arrays, load_results
+    from analysis.fits.chinchilla import fit_parametric
+    from analysis.plots.sweep import plot_sweep
+    from analysis.load import completed, default_loss_col, fit_arrays, load_results
 
     df = completed(load_results(args.dir))
     loss_col = args.loss_col or default_loss_col(df)

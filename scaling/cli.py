@@ -74,7 +74,7 @@ def cmd_describe(args) -> int:
 
 def cmd_train(args) -> int:
     setup_jax()
-    from scaling.train import train
+    from scaling.train.loop import train
     summary = train(_load(args), args.workdir, verbose=not args.json)
     print(json.dumps(summary) if args.json else
           f"done: loss {summary['loss']:.4f} val_loss {summary['val_loss']:.4f} "
@@ -140,7 +140,7 @@ def cmd_status(args) -> int:
 def cmd_bench(args) -> int:
     # No setup_jax(): the bench points the compilation cache at a fresh directory itself, so that
     # "cold" compile times are cold and the user's cache is left alone.
-    from scaling import bench
+    from scaling.bench import harness as bench
     known = {**bench.LADDER, **bench.QUICK_LADDER}
     bad = [s for s in (args.sizes or "").split(",") if s.strip() and s.strip() not in known]
     if bad:
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a failure while running: one line plus where to look
-        from scaling.train import TrainingError
+        from scaling.train.loop import TrainingError
         if isinstance(e, TrainingError):
             print(f"error: {e}", file=sys.stderr)
             return 1

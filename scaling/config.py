@@ -23,8 +23,10 @@ import ml_collections
 from scaling.errors import UserError
 
 ConfigDict = ml_collections.ConfigDict
-DEFAULT_EXPERIMENT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                  "experiments", "default.py")
+# Experiments ship inside the package (scaling/experiments/, linked as experiments/ at the repo
+# root), so `--config experiments/NAME.py` works from any directory and from `pip install .`.
+PACKAGED_EXPERIMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "experiments")
+DEFAULT_EXPERIMENT = os.path.join(PACKAGED_EXPERIMENTS, "default.py")
 
 CHOICES = {
     "model.mlp": ("gelu", "swiglu"),
@@ -111,6 +113,7 @@ def load_experiment(spec: str | None):
     """Import an experiment file given as `FILE[:ARG]`; returns (module, arg)."""
     spec = spec or DEFAULT_EXPERIMENT
     path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
+    path = _find_experiment(path)
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path!r} (pass --config experiments/NAME.py[:ARG])")
     mod_spec = importlib.util.spec_from_file_location(
@@ -123,6 +126,16 @@ def load_experiment(spec: str | None):
     if not hasattr(module, "get_config"):
         raise UserError(f"config file {path!r} defines no get_config(arg) function")
     return module, (arg or None)
+
+
+def _find_experiment(path: str) -> str:
+    """A file that exists as given, else `experiments/NAME.py` (or `NAME`) from the package."""
+    if os.path.isfile(path):
+        return path
+    name = path[len("experiments/"):] if path.startswith("experiments/") else path
+    name = name if name.endswith(".py") else name + ".py"
+    packaged = os.path.join(PACKAGED_EXPERIMENTS, name)
+    return packaged if "/" not in name and os.path.isfile(packaged) else path
 
 
 def load_config(spec: str | None, overrides: Iterable[str] = ()) -> ConfigDict:

@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from scaling.config import ConfigDict, from_json_file
-from scaling.model import DTYPES, Transformer, sinusoidal_positions
+from scaling.model.transformer import DTYPES, Transformer, sinusoidal_positions
 
 
 class Generation(NamedTuple):

@@ -21,8 +21,8 @@ import jax
 import numpy as np
 
 from scaling.config import default_config, resolve
-from scaling.mesh import check_divisibility, make_mesh
-from scaling.train import Trainer
+from scaling.parallel.mesh import check_divisibility, make_mesh
+from scaling.train.loop import Trainer
 
 
 def equivalence_config(mesh: dict):

@@ -11,7 +11,7 @@ import sys
 
 from scaling.cli import setup_jax
 from scaling.config import load_config
-from scaling.train import train
+from scaling.train.loop import train
 
 if __name__ == "__main__":
     workdir, coordinator, n, pid, *overrides = sys.argv[1:]

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis.chinchilla import compute_optimal, fit_parametric, hoffmann_grid, predict_loss
+from analysis.fits.chinchilla import compute_optimal, fit_parametric, hoffmann_grid, predict_loss
 from analysis.cli import main as cli_main
 from analysis.errors import AnalysisInputError
-from analysis.plots import plot_sweep
-from analysis.results import load_curves, load_results
+from analysis.plots.sweep import plot_sweep
+from analysis.load import load_curves, load_results
 from analysis.synthetic import make_synthetic_sweep
 
 REF = Path(analysis.__file__).parent / "data" / "reference"
@@ -173,7 +173,7 @@ def test_cli_plot(sweep_dir, capsys):
 
 
 def test_missing_column_error_lists_columns(sweep_dir):
-    from analysis.results import fit_arrays
+    from analysis.load import fit_arrays
 
     with pytest.raises(AnalysisInputError, match="choose from: .*params_total") as ei:
         fit_arrays(load_results(sweep_dir), ["nope", "tokens"])

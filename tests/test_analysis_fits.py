@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from analysis.cli import main as cli_main
-from analysis.envelope import curve_flops, fit_envelope
+from analysis.fits.envelope import curve_flops, fit_envelope
 from analysis.errors import AnalysisInputError
-from analysis.isoflop import fit_isoflop
-from analysis.kaplan import fit_kaplan, kaplan_loss
+from analysis.fits.isoflop import fit_isoflop
+from analysis.fits.kaplan import fit_kaplan, kaplan_loss
 from analysis.reference import porian_isoflop_points, porian_power_law_fits, published_table
-from analysis.results import completed, load_curves, load_results
+from analysis.load import completed, load_curves, load_results
 from analysis.synthetic import make_synthetic_sweep
 
 TRUE_A = 0.28 / (0.34 + 0.28)  # N_opt exponent of the synthetic law
@@ -95,8 +95,8 @@ def test_published_table():
 
 
 def test_fit_plots_written(iso_dir, tmp_path):
-    from analysis.chinchilla import fit_parametric
-    from analysis.plots_fits import plot_allocation, plot_contours, plot_isoflop, plot_residuals
+    from analysis.fits.chinchilla import fit_parametric
+    from analysis.plots.fits import plot_allocation, plot_contours, plot_isoflop, plot_residuals
 
     df = completed(load_results(iso_dir))
     N, C, D, L = (df[c].to_numpy(float) for c in ("params_non_embedding", "flops", "tokens", "val_loss"))

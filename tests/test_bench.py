@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from scaling import mesh as mesh_lib
-from scaling.bench import CacheEvents
+from scaling.parallel import mesh as mesh_lib
+from scaling.bench.harness import CacheEvents
 from scaling.config import resolve
-from scaling.train import Trainer
+from scaling.train.loop import Trainer
 from conftest import run_cli, tiny_config
 
 

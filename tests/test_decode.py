@@ -9,10 +9,11 @@ import pytest
 from flax import nnx
 
 from conftest import tiny_config
-from scaling import decode, mesh as mesh_lib
+from scaling import decode
+from scaling.parallel import mesh as mesh_lib
 from scaling.config import resolve
-from scaling.model import Transformer
-from scaling.train import Trainer, train
+from scaling.model.transformer import Transformer
+from scaling.train.loop import Trainer, train
 
 # Tiny models (d=32, 2 layers). A large init_std makes the next-token distribution far from
 # uniform, so argmax is never a near-tie that float rounding could flip.

@@ -11,8 +11,8 @@ from flax import nnx
 from conftest import run_cli, tiny_config
 from scaling.config import resolve
 from scaling.evals import run as ev
-from scaling.evals.tasks import get_task
-from scaling.model import Transformer
+from scaling.tasks import get_task
+from scaling.model.transformer import Transformer
 
 
 def test_edit_distance_and_majority():
@@ -86,7 +86,7 @@ def test_train_writes_eval_jsonl_and_cli_eval(tmp_path):
     c.train.update(steps=4, seq_len=96)
     c.data.mixture = "kjv:0.5,addition:0.25,icl_mapping:0.25"
     c.eval.update(tasks="addition,icl_mapping,text", examples=3, shots="0,2", sc_samples=2)
-    from scaling.train import train
+    from scaling.train.loop import train
     summary = train(c, str(tmp_path), verbose=False)
     assert summary["eval_s"] > 0
     rows = [json.loads(line) for line in open(tmp_path / "eval.jsonl")]

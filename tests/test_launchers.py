@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, run_cli
-from scaling import sinks
+from scaling.train import sinks as sinks
 
 
 def metrics(tdir):
@@ -204,7 +204,7 @@ def test_wandb_sink_with_fake_module(monkeypatch, tmp_path):
     """W&B is optional: with a stand-in `wandb` module, rows reach run.log with their step."""
     import types
     from scaling.config import default_config
-    from scaling.metrics import JsonlWriter
+    from scaling.fileio import JsonlWriter
     calls = []
 
     class Run:

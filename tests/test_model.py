@@ -8,7 +8,7 @@ from flax import nnx
 from conftest import tiny_config
 from scaling import counting
 from scaling.config import resolve
-from scaling.model import Transformer
+from scaling.model.transformer import Transformer
 
 VARIANTS = [
     dict(),

@@ -17,9 +17,9 @@ import pytest
 from conftest import ROOT, run_cli
 from scaling.config import default_config, resolve
 from scaling.errors import UserError
-from scaling.mesh import check_divisibility, mesh_shape
-from scaling.metrics import read_jsonl
-from scaling.pipeline import bubble_fraction
+from scaling.parallel.mesh import check_divisibility, mesh_shape
+from scaling.fileio import read_jsonl
+from scaling.parallel.gpipe import bubble_fraction
 
 FORCE8 = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 MESHES = [
@@ -149,8 +149,8 @@ def _restore_params(workdir, step):
     import jax
     import orbax.checkpoint as ocp
     from scaling.config import from_json_file
-    from scaling.mesh import make_mesh
-    from scaling.train import Trainer, _checkpoint_manager
+    from scaling.parallel.mesh import make_mesh
+    from scaling.train.loop import Trainer, _checkpoint_manager
     cfg = from_json_file(os.path.join(workdir, "config.json"))
     trainer = Trainer(cfg, make_mesh(cfg.mesh))
     mngr = _checkpoint_manager(str(workdir), cfg)

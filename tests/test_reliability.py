@@ -9,8 +9,8 @@ import time
 import pytest
 
 from conftest import ROOT, tiny_config
-from scaling.metrics import read_jsonl
-from scaling.train import train
+from scaling.fileio import read_jsonl
+from scaling.train.loop import train
 
 
 def _train_lines(workdir):
@@ -133,7 +133,7 @@ import numpy as np  # noqa: E402
 
 
 def test_nan_aborts_naming_step_and_checkpoint(tmp_path, monkeypatch):
-    from scaling.train import TrainingError
+    from scaling.train.loop import TrainingError
     cfg = tiny_config()
     cfg.train.steps, cfg.log.every, cfg.checkpoint.every = 12, 4, 2
     _poison(monkeypatch, bad_steps={7})

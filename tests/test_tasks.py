@@ -7,7 +7,7 @@ from scaling.config import resolve
 from scaling.data import TokenBatches
 from scaling.data.mixture import MixedBatches, parse_mixture
 from scaling.errors import UserError
-from scaling.evals.tasks import REGISTRY, get_task, split_of
+from scaling.tasks import REGISTRY, get_task, split_of
 
 SYNTHETIC = ["addition", "addition(digits=3)", "modular", "copy", "icl_mapping"]
 

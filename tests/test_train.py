@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, tiny_config
-from scaling.metrics import read_jsonl
-from scaling.train import train
+from scaling.fileio import read_jsonl
+from scaling.train.loop import train
 
 
 class Crash(RuntimeError):

@@ -16,7 +16,7 @@ from scaling.errors import UserError
 
 def parse_mixture(text: str, corpus: str) -> dict[str, float]:
     """"kjv:0.5,addition:0.5" -> {"kjv": 0.5, "addition": 0.5} (normalised); UserError if bad."""
-    from scaling.evals.tasks import get_task, split_specs
+    from scaling.tasks import get_task, split_specs
 
     weights: dict[str, float] = {}
     for item in split_specs(text):
@@ -51,7 +51,7 @@ class MixedBatches:
 
     def __init__(self, corpus_batches, weights: dict[str, float], corpus: str, seed: int,
                  seq_len: int, rows: slice):
-        from scaling.evals.tasks import get_task
+        from scaling.tasks import get_task
 
         self.corpus_batches, self.seed, self.seq_len, self.rows = corpus_batches, seed, seq_len, rows
         self.names = list(weights)

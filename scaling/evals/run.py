@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from scaling.errors import UserError
-from scaling.evals.tasks import Task, get_task, split_specs
+from scaling.tasks import Task, get_task, split_specs
 
 NEWLINE = ord("\n")
 BUCKET = 32      # pad prompt/sequence lengths to multiples of this: fewer recompilations
@@ -185,7 +185,7 @@ def evaluate_setting(model, task: Task, e, k: int, mode: str, sc: bool) -> list[
 
 def evaluate(cfg, model, *, log=print) -> list[dict]:
     """Every (task, shots, mode, metric) row for `model` under `cfg.eval` (see module doc)."""
-    from scaling.data.pipeline import load_tokens
+    from scaling.data.batches import load_tokens
     e = cfg.eval
     shots = parse_shots(e.shots)
     sc_k = max(shots) if e.sc_shots < 0 else e.sc_shots

@@ -26,7 +26,7 @@ import time
 import traceback
 
 from scaling.config import ConfigDict
-from scaling.metrics import write_json_atomic
+from scaling.fileio import write_json_atomic
 
 
 # ------------------------------------------------------------------ claiming and running a trial
@@ -61,7 +61,7 @@ def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False)
     """Train one trial; a failure is recorded in its summary.json and error.txt, not raised
     (the sweep goes on with the next trial). Returns the summary."""
     from scaling.errors import UserError
-    from scaling.train import train
+    from scaling.train.loop import train
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.train.steps, desc=f"trial {label}", unit="step", leave=False,

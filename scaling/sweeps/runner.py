@@ -21,8 +21,8 @@ import pandas as pd
 
 from scaling.config import ConfigDict, apply_overrides, load_experiment, parse_overrides, resolve
 from scaling.errors import UserError
-from scaling.evals.results import eval_columns
-from scaling.metrics import read_jsonl, write_json_atomic
+from scaling.evals.columns import eval_columns
+from scaling.fileio import read_jsonl, write_json_atomic
 
 SHORT = {"d_model": "d", "n_layers": "L", "n_heads": "h", "n_kv_heads": "kv", "tokens": "tok",
          "steps": "s", "batch_size": "b", "seq_len": "T", "lr": "lr", "budget": "C"}
@@ -123,9 +123,10 @@ def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
 def dry_run(trials: list[Trial], probe_steps: int = 3) -> pd.DataFrame:
     """The plan with N, D, C and a time estimate from a short throughput probe per model shape."""
     import jax
-    from scaling import counting, mesh as mesh_lib
+    from scaling import counting
+    from scaling.parallel import mesh as mesh_lib
     from scaling.data import TokenBatches
-    from scaling.train import Trainer
+    from scaling.train.loop import Trainer
 
     rates: dict[str, float] = {}
     rows = []
@@ -286,7 +287,8 @@ def _planned_steps(tdir: str, summary: dict) -> int:
 
 def report(workdir: str, df: pd.DataFrame) -> None:
     """Print the table, fit Chinchilla's law when the grid allows, draw the plots."""
-    from analysis import chinchilla, plots
+    from analysis.fits import chinchilla as chinchilla
+    from analysis.plots import sweep as plots
 
     cols = ["trial_id", "params_non_embedding", "tokens", "flops", "loss", "val_loss", "wall_s",
             "status"]

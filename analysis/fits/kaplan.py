@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from analysis.errors import AnalysisInputError
-from analysis.powerlaw import fit_loglog, percentile_ci
+from analysis.fits.powerlaw import fit_loglog, percentile_ci
 
 __all__ = ["fit_kaplan", "fit_kaplan_joint", "kaplan_loss", "pareto_frontier"]
 

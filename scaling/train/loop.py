@@ -25,12 +25,17 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from scaling import counting, distributed, mesh as mesh_lib, pipeline, sinks
+from scaling import counting
+from scaling.parallel import distributed as distributed
+from scaling.parallel import mesh as mesh_lib
+from scaling.parallel import gpipe as pipeline
+from scaling.train import sinks as sinks
 from scaling.config import ConfigDict, resolve, to_json
 from scaling.data import TokenBatches
 from scaling.errors import UserError
-from scaling.metrics import JsonlWriter, peak_flops, read_jsonl, write_json_atomic
-from scaling.model import Transformer
+from scaling.fileio import JsonlWriter, read_jsonl, write_json_atomic
+from scaling.train.mfu import peak_flops
+from scaling.model.transformer import Transformer
 
 
 class TrainingError(RuntimeError):

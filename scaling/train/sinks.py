@@ -19,7 +19,7 @@ import struct
 import sys
 import time
 
-from scaling.metrics import read_jsonl
+from scaling.fileio import read_jsonl
 
 # ------------------------------------------------------------------ TensorBoard event files
 

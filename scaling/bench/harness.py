@@ -5,7 +5,7 @@
 For each size of a ladder of models it measures, after warm-up:
 
 * the steady-state train step of our `Trainer` and of an independent plain-JAX loop of the same
-  shapes (benchmarks/baseline_lm.py), timed INTERLEAVED (ours, baseline, ours, ...; medians), so
+  shapes (scaling/bench/baseline_lm.py), timed INTERLEAVED (ours, baseline, ours, ...; medians), so
   that load from other jobs on a shared machine hits both alike; tokens/s; MFU against the
   matmul rate measured here (float32 on CPU, bf16 on GPU) and against the datasheet peak;
 * compile time of init + step + eval, cold (a fresh persistent cache) and warm (a second "trial"
@@ -14,7 +14,7 @@ For each size of a ladder of models it measures, after warm-up:
 * memory per step from XLA's buffer assignment (`compiled.memory_analysis()`), or the device's
   peak bytes on GPU;
 * greedy decoding tokens/s with the KV cache (`scaling.decode.generate`) and without it
-  (benchmarks/bench_decode.py's full-recompute loop), for the smaller sizes;
+  (scaling/bench/decode.py's full-recompute loop), for the smaller sizes;
 * for d_model >= 256, a time breakdown: the step without the optimizer (forward + backward) and
   the model's matmuls alone at their real shapes, which says where the time goes.
 
@@ -26,7 +26,6 @@ Speed goals live here and in docs/benchmarks.md, never in timed tests.
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import json
 import os
 import platform
@@ -40,12 +39,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling import counting, decode, mesh as mesh_lib
+from scaling import counting, decode
+from scaling.bench import RESULTS_DIR, baseline_lm, decode as bench_decode
+from scaling.parallel import mesh as mesh_lib
 from scaling.config import default_config, resolve
-from scaling.metrics import datasheet_peak, measured_matmul_peak, write_json_atomic
-from scaling.model import Transformer
+from scaling.fileio import write_json_atomic
+from scaling.train.mfu import datasheet_peak, measured_matmul_peak
+from scaling.model.transformer import Transformer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (d_model, n_layers, n_heads, seq_len, batch): the shapes of the plain-decoder table in
 # /work/shared/notes/measured-facts.md, so the two can be compared. Default run ≈ 3-4 min on 2 cores.
 LADDER = {
@@ -60,15 +61,6 @@ QUICK_ABLATION_SIZE = (32, 1, 2, 32, 8)
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def _load_benchmark_module(name: str):
-    """Import benchmarks/NAME.py (a script folder, not a package)."""
-    path = os.path.join(ROOT, "benchmarks", name + ".py")
-    spec = importlib.util.spec_from_file_location("bench_" + name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def make_config(d, L, H, T, B, **model):
     """A resolved config of the trainer's default model (learned positions, GELU, LayerNorm)."""
@@ -125,7 +117,7 @@ def machine() -> dict:
 
 def compile_trainer(cfg, events: CacheEvents) -> dict:
     """Trace+lower and compile init/step/eval of a fresh `Trainer` (in-memory caches cleared)."""
-    from scaling.train import Trainer
+    from scaling.train.loop import Trainer
     jax.clear_caches()
     h0, m0 = events.hits, events.misses
     t0 = time.perf_counter()
@@ -274,7 +266,7 @@ def decode_speed(cfg, new_tokens: int, batch: int = 4, prompt: int = 32) -> dict
     state = jax.jit(lambda: nnx.state(Transformer(c.model, nnx.Rngs(params=0))))()
     model = nnx.merge(graphdef, state)
     prompt_BP = jax.random.randint(jax.random.key(1), (batch, prompt), 0, 256, jnp.int32)
-    uncached_fn = _load_benchmark_module("bench_decode").uncached_greedy(model, new_tokens)
+    uncached_fn = bench_decode.uncached_greedy(model, new_tokens)
     res = interleaved({
         "cached": lambda: jax.block_until_ready(
             decode.generate(model, prompt_BP, max_new_tokens=new_tokens).tokens),
@@ -353,7 +345,7 @@ def bench_size(name, shape, *, peak, ds_peak, baseline, events, repeats, decode_
 
 def ablations(shape, *, events, repeats) -> dict:
     """Scan vs unrolled layers, remat policies and bf16 compute on one size, each vs the default."""
-    from scaling.train import Trainer
+    from scaling.train.loop import Trainer
 
     variants = {"default (unrolled)": {}, "scan_unroll=1 (rolled)": {"scan_unroll": 1},
                 # remat implies the rolled loop under the default scan_unroll=0 (see model.py)
@@ -399,7 +391,7 @@ def run_bench(sizes=None, quick=False, repeats=None, with_ablations=True, log=pr
     ds_peak = datasheet_peak(jax.devices()[0], "float32")
     log(f"matmul peak ({peak_dtype}, measured): {peak / 1e9:.1f} GFLOP/s; datasheet: "
         f"{ds_peak and ds_peak / 1e12} TFLOP/s; load {info['load_avg_start']}")
-    baseline = _load_benchmark_module("baseline_lm")
+    baseline = baseline_lm
     rows = []
     for name, shape in ladder.items():
         row = bench_size(name, shape, peak=peak, ds_peak=ds_peak, baseline=baseline,
@@ -453,7 +445,7 @@ def print_table(result: dict) -> None:
 
 
 def main(args) -> int:
-    out = args.out or os.path.join(ROOT, "benchmarks", "results",
+    out = args.out or os.path.join(RESULTS_DIR,
                                    f"bench_{jax.default_backend()}.json")
     sizes = [s.strip() for s in args.sizes.split(",")] if args.sizes else None
     result = run_bench(sizes=sizes, quick=args.quick, repeats=args.repeats,

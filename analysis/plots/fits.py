@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.chinchilla import compute_optimal, predict_loss
-from analysis.isoflop import budget_groups
-from analysis.plots import paper_style, plt, save_figure, si_label
+from analysis.fits.chinchilla import compute_optimal, predict_loss
+from analysis.fits.isoflop import budget_groups
+from analysis.plots.sweep import paper_style, plt, save_figure, si_label
 from analysis.reference import PF_DAY, hoffmann_fit, published_constants
 
 __all__ = ["plot_isoflop", "plot_allocation", "plot_contours", "plot_residuals", "allocation_lines"]

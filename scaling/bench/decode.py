@@ -1,6 +1,6 @@
 """Greedy decoding with the KV cache vs recomputing the whole prefix every step.
 
-    python benchmarks/bench_decode.py [--new 256] [--repeats 3] [--out FILE.json]
+    python -m scaling.bench.decode [--new 256] [--repeats 3] [--out FILE.json]
 
 Model: d=128, 4 layers, 4 heads, rope, float32; batch 8, a 32-token prompt, 256 new tokens.
 Both paths are one jitted loop over the steps (compiled once, timed after a warm-up run):
@@ -21,16 +21,16 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from scaling.bench import RESULTS_DIR
 from scaling import decode  # noqa: E402
 from scaling.config import default_config, resolve  # noqa: E402
-from scaling.model import Transformer  # noqa: E402
+from scaling.model.transformer import Transformer  # noqa: E402
 
 
 def bench_model():
@@ -77,8 +77,7 @@ def main():
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--new", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "results", "decode_cpu.json"))
+    ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "decode_cpu.json"))
     args = ap.parse_args()
 
     model = bench_model()

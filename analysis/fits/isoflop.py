@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.powerlaw import bootstrap_fits, fit_loglog
+from analysis.fits.powerlaw import bootstrap_fits, fit_loglog
 
 __all__ = ["budget_groups", "isoflop_optima", "fit_isoflop"]
 

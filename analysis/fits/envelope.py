@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.powerlaw import bootstrap_fits, fit_loglog
-from analysis.results import require_columns
+from analysis.fits.powerlaw import bootstrap_fits, fit_loglog
+from analysis.load import require_columns
 
 __all__ = ["curve_flops", "envelope_points", "fit_envelope"]
 

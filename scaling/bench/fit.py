@@ -1,6 +1,6 @@
 """Time the Approach-3 fit on Epoch's Chinchilla data (240 points).
 
-    python benchmarks/bench_fit.py [--bootstrap 1000] [--scipy-starts 100]
+    python -m scaling.bench.fit [--bootstrap 1000] [--scipy-starts 100]
 
 Reports: the vectorised 4,500-start fit, the same with bootstrap refits, and a
 plain scipy L-BFGS-B loop over a random subset of the grid, extrapolated to
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from analysis.chinchilla import _objective_np, fit_parametric, hoffmann_grid
+from analysis.fits.chinchilla import _objective_np, fit_parametric, hoffmann_grid
 from analysis.reference import epoch_chinchilla_data
 from scipy.optimize import minimize
 

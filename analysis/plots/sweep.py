@@ -17,9 +17,9 @@ import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.chinchilla import predict_loss  # noqa: E402
+from analysis.fits.chinchilla import predict_loss  # noqa: E402
 from analysis.errors import AnalysisInputError  # noqa: E402
-from analysis.results import completed, default_loss_col, require_columns  # noqa: E402
+from analysis.load import completed, default_loss_col, require_columns  # noqa: E402
 
 __all__ = ["plot_sweep", "paper_style", "save_figure", "si_label"]
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import minimize
 
-from analysis._batch_lbfgs import batch_minimize
+from analysis.fits.lbfgs import batch_minimize
 from analysis.errors import AnalysisInputError
 
 __all__ = [

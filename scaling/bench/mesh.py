@@ -1,6 +1,6 @@
 """Step time, tokens/s and pipeline bubble for each mesh layout on 8 forced CPU devices.
 
-    python benchmarks/bench_mesh.py [--steps 8] [--out benchmarks/results/mesh_cpu.json]
+    python -m scaling.bench.mesh [--steps 8] [--out benchmarks/results/mesh_cpu.json]
 
 Sets XLA_FLAGS itself (before importing jax). For a pipeline mesh the *measured* bubble is
 1 - t_ref / t_pipe, where t_ref is the step time of the same mesh with the pipeline axis folded
@@ -23,15 +23,15 @@ import time
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8").strip()
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from scaling.bench import RESULTS_DIR
 from scaling.config import default_config, resolve  # noqa: E402
-from scaling.mesh import check_divisibility, make_mesh  # noqa: E402
-from scaling.pipeline import bubble_fraction, num_microbatches  # noqa: E402
-from scaling.train import Trainer  # noqa: E402
+from scaling.parallel.mesh import check_divisibility, make_mesh  # noqa: E402
+from scaling.parallel.gpipe import bubble_fraction, num_microbatches  # noqa: E402
+from scaling.train.loop import Trainer  # noqa: E402
 
 # (name, mesh axes, microbatches, reference without pipeline for the measured bubble)
 MESHES = [
@@ -94,8 +94,7 @@ def time_mesh(axes: dict, microbatches: int, steps: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                  "mesh_cpu.json"))
+    ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "mesh_cpu.json"))
     args = ap.parse_args()
     from scaling.cli import setup_jax
     setup_jax()

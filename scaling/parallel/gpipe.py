@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from scaling import mesh as mesh_lib
+from scaling.parallel import mesh as mesh_lib
 
 
 def num_microbatches(cfg) -> int:
