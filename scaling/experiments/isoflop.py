@@ -1,0 +1,80 @@
+"""The CPU IsoFLOP study: 3 compute budgets spanning 10x, 6 model sizes each, placed around the optimum.
+
+    scaling sweep --config experiments/isoflop.py --workdir runs/isoflop          (~1 h, 2 cores)
+    scaling sweep --config experiments/isoflop.py:pilot --workdir runs/isoflop_pilot  (lowest budget)
+    scaling fit isoflop runs/isoflop --json                  # Approach 2: N_opt ~ C^a, interval
+    scaling fit chinchilla runs/isoflop --holdout top-budget # Approach 3 + held-out error
+
+Design (docs/results.md has the measured outcome):
+- Byte-level LMs on the built-in KJV corpus (~3.9M train tokens), budgets 3e11, 1e12, 3e12 FLOPs
+  counted by the trainer (scaling.counting: 6·(N_ne + d·V) + 12·L·T·d per token).
+- Sizes come from one ladder (3k -> 1.2M non-embedding parameters); per budget we keep the sizes
+  whose token budget gives >= MIN_STEPS optimizer steps and <= MAX_EPOCHS passes over the train
+  split, so no trial is too short to be annealed and repetition stays within Muennighoff et al.'s
+  ~4-epoch range.
+- A small batch (8 x 128 tokens) buys steps: at these budgets the larger models would otherwise
+  train for a few dozen steps and the optimum would sit at the grid's edge for that reason alone.
+- Learning rate per size from experiments/lr_sweep.py's fitted rule (LR_RULE below).
+"""
+from scaling import counting
+from scaling.config import ConfigDict, apply_overrides, default_config, resolve
+from scaling.sweeps import grid
+
+BUDGETS = [3e11, 1e12, 3e12]
+LADDER = [grid.size(16, 1, 2), grid.size(24, 2, 2), grid.size(32, 2, 2), grid.size(48, 2, 4),
+          grid.size(64, 2, 4), grid.size(64, 3, 4), grid.size(96, 3, 6), grid.size(128, 3, 4),
+          grid.size(128, 4, 4), grid.size(160, 4, 5)]
+BATCH, SEQ_LEN = 8, 128
+MIN_STEPS = 220
+MAX_EPOCHS = 4.0
+TRAIN_TOKENS = 3_900_000   # KJV train split, byte tokens (approximate; the trainer reports epochs)
+SIZES_PER_BUDGET = 6
+# lr_opt(N_non_embedding) = LR_RULE[0] * (N / 1e5) ** LR_RULE[1]; from experiments/lr_sweep.py.
+LR_RULE = (4e-3, 0.0)
+
+
+def lr_for(n_non_embedding: int) -> float:
+    """The per-size learning rate of the study (rounded to 3 significant digits)."""
+    lr = LR_RULE[0] * (n_non_embedding / 1e5) ** LR_RULE[1]
+    return float(f"{lr:.3g}")
+
+
+def get_config(arg=None):
+    c = default_config()
+    c.name = "isoflop"
+    c.train.update(dict(batch_size=BATCH, seq_len=SEQ_LEN, tokens=BATCH * SEQ_LEN * MIN_STEPS,
+                        warmup=0.05))
+    c.log.every = 25
+    c.eval.batches = 64
+    return c
+
+
+def _n_ne(base: ConfigDict, size: dict) -> tuple[int, float]:
+    model_keys = {k: v for k, v in size.items() if k.startswith("model.")}
+    cfg = resolve(apply_overrides(ConfigDict(base.to_dict()), model_keys))
+    return (counting.describe(cfg)["params_non_embedding"],
+            counting.flops_per_token(cfg.model, cfg.train.seq_len))
+
+
+def sizes_for(base: ConfigDict, budget: float) -> list[dict]:
+    """The ladder sizes that fit `budget` (enough steps, few enough epochs); the middle
+    SIZES_PER_BUDGET of them, so the grid is centred on the feasible range."""
+    ok = []
+    for s in LADDER:
+        _, fpt = _n_ne(base, s)
+        tokens = budget / fpt
+        if tokens >= MIN_STEPS * BATCH * SEQ_LEN and tokens <= MAX_EPOCHS * TRAIN_TOKENS:
+            ok.append(s)
+    if len(ok) > SIZES_PER_BUDGET:
+        lo = (len(ok) - SIZES_PER_BUDGET) // 2
+        ok = ok[lo:lo + SIZES_PER_BUDGET]
+    return ok
+
+
+def get_sweep(arg=None):
+    base = get_config(arg)
+    budgets = BUDGETS[:1] if arg == "pilot" else BUDGETS
+    points = []
+    for c in budgets:
+        points += grid.isoflop(base, [c], sizes_for(base, c))
+    return grid.per_size(points, lambda p: {"train.lr": lr_for(_n_ne(base, p)[0])})
