@@ -48,7 +48,7 @@ from scaling.train.mfu import datasheet_peak, measured_matmul_peak
 from scaling.model.transformer import Transformer
 
 # name -> (d_model, n_layers, n_heads, seq_len, batch): the shapes of the plain-decoder table in
-# /work/shared/notes/measured-facts.md, so the two can be compared. Default run ≈ 3-4 min on 2 cores.
+# docs/toolchain-facts.md, so the two can be compared. Default run ≈ 3-4 min on 2 cores.
 LADDER = {
     "d64": (64, 2, 4, 128, 32),
     "d128": (128, 4, 4, 128, 32),

@@ -51,7 +51,7 @@ def mesh_shape(cfg_mesh, n_devices: int) -> dict[str, int]:
 
 
 def make_mesh(cfg_mesh, devices=None) -> Mesh:
-    """A `Mesh` over `devices` (default: all) with Auto axis types (see measured-facts.md)."""
+    """A `Mesh` over `devices` (default: all) with Auto axis types (docs/toolchain-facts.md)."""
     devices = jax.devices() if devices is None else devices
     sizes = mesh_shape(cfg_mesh, len(devices))
     return Mesh(np.asarray(devices).reshape([sizes[a] for a in AXES]), AXES)
