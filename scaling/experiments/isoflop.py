@@ -1,4 +1,4 @@
-"""The CPU IsoFLOP study: 3 compute budgets spanning 10x, 6 model sizes each, placed around the optimum.
+"""The CPU IsoFLOP study: 3 compute budgets spanning 10x, 5-6 model sizes each, around the optimum.
 
     scaling sweep --config experiments/isoflop.py --workdir runs/isoflop          (~1 h, 2 cores)
     scaling sweep --config experiments/isoflop.py:pilot --workdir runs/isoflop_pilot  (lowest budget)
@@ -6,13 +6,16 @@
     scaling fit chinchilla runs/isoflop --holdout top-budget # Approach 3 + held-out error
 
 Design (docs/results.md has the measured outcome):
-- Byte-level LMs on the built-in KJV corpus (~3.9M train tokens), budgets 3e11, 1e12, 3e12 FLOPs
-  counted by the trainer (scaling.counting: 6·(N_ne + d·V) + 12·L·T·d per token).
-- Sizes come from one ladder (3k -> 1.2M non-embedding parameters); per budget we keep the sizes
+- Byte-level LMs on the built-in KJV corpus (~3.9M train tokens), budgets 1e11, 3e11, 1e12 FLOPs
+  counted by the trainer (scaling.counting: 6·(N_ne + d·V) + 12·L·T·d per token). A pilot at
+  3e11 put the optimum near d16/L1 (val loss 1.88 at d12, 1.84 at d16, 2.06 at d24/L2): at these
+  budgets compute-optimal byte-level models are tiny, and larger budgets would need more than
+  4 epochs of KJV for the small sizes (or hours of CPU for the large ones).
+- Sizes come from one ladder (0.8k -> 99k non-embedding parameters); per budget we keep the sizes
   whose token budget gives >= MIN_STEPS optimizer steps and <= MAX_EPOCHS passes over the train
   split, so no trial is too short to be annealed and repetition stays within Muennighoff et al.'s
   ~4-epoch range.
-- A small batch (8 x 128 tokens) buys steps: at these budgets the larger models would otherwise
+- A small batch (16 x 128 tokens) buys steps: at these budgets the larger models would otherwise
   train for a few dozen steps and the optimum would sit at the grid's edge for that reason alone.
 - Learning rate per size from experiments/lr_sweep.py's fitted rule (LR_RULE below).
 """
@@ -20,11 +23,11 @@ from scaling import counting
 from scaling.config import ConfigDict, apply_overrides, default_config, resolve
 from scaling.sweeps import grid
 
-BUDGETS = [3e11, 1e12, 3e12]
-LADDER = [grid.size(16, 1, 2), grid.size(24, 2, 2), grid.size(32, 2, 2), grid.size(48, 2, 4),
-          grid.size(64, 2, 4), grid.size(64, 3, 4), grid.size(96, 3, 6), grid.size(128, 3, 4),
-          grid.size(128, 4, 4), grid.size(160, 4, 5)]
-BATCH, SEQ_LEN = 8, 128
+BUDGETS = [1e11, 3e11, 1e12]
+# Non-embedding N: 0.8k, 1.8k, 3.2k, 7.1k, 12k, 25k, 56k, 99k (one layer up to d32, then two).
+LADDER = [grid.size(8, 1, 2), grid.size(12, 1, 2), grid.size(16, 1, 2), grid.size(24, 1, 2),
+          grid.size(32, 1, 2), grid.size(32, 2, 2), grid.size(48, 2, 4), grid.size(64, 2, 4)]
+BATCH, SEQ_LEN = 16, 128
 MIN_STEPS = 220
 MAX_EPOCHS = 4.0
 TRAIN_TOKENS = 3_900_000   # KJV train split, byte tokens (approximate; the trainer reports epochs)
