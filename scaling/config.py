@@ -156,9 +156,14 @@ def call_get_config(module, arg: str | None) -> ConfigDict:
     return cfg
 
 
-def call_get_sweep(module, arg: str | None) -> list[dict]:
+def call_get_sweep(module, arg: str | None, overrides: Iterable[str] = ()) -> list[dict]:
     """`module.get_sweep(arg)` (or one empty point without one), checked: a non-empty list of
-    override dicts with dotted string keys, else a one-line `UserError` naming the file."""
+    override dicts with string keys, else a one-line `UserError` naming the file.
+
+    `overrides` are the command line's `key=value`s: one that a grid point also sets (or
+    `train.steps` against a grid of `train.tokens`, and back) would be silently replaced by the
+    point, so it is refused.
+    """
     if not hasattr(module, "get_sweep"):
         return [{}]
     path = getattr(module, "__file__", "?")
@@ -172,7 +177,19 @@ def call_get_sweep(module, arg: str | None) -> list[dict]:
         if not isinstance(point, dict) or not all(isinstance(k, str) for k in point):
             raise UserError(f"get_sweep() in {path!r}: point {i} is {point!r:.60}; each point "
                             f"must be a dict of dotted config keys, e.g. {{'model.d_model': 64}}")
+    _refuse_grid_conflicts(path, points, set(parse_overrides(overrides)))
     return [dict(p) for p in points]
+
+
+def _refuse_grid_conflicts(path: str, points, explicit: set[str]) -> None:
+    budget = {"train.steps", "train.tokens"}
+    for i, point in enumerate(points):
+        for key in point:
+            clashes = {key} & explicit or (explicit & budget if key in budget else set())
+            if clashes:
+                raise UserError(f"--config.{min(clashes)} conflicts with the sweep grid of {path!r}, "
+                                f"whose point {i} sets {key}={point[key]!r}; drop the override "
+                                f"or change get_sweep")
 
 
 def _find_experiment(path: str) -> str:

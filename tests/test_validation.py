@@ -162,3 +162,16 @@ def test_steps_override_through_the_cli(tmp_path, capsys):
 def test_apply_user_overrides_without_budget_is_plain(capsys):
     cfg = apply_user_overrides(tiny_config(), ["train.steps=7"])
     assert cfg.train.steps == 7 and capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model.d_model=96", "--config.model.d_model conflicts with the sweep grid"),
+    ("train.steps=12", "--config.train.steps conflicts with the sweep grid"),
+    ("train.tokens=4096", "--config.train.tokens conflicts with the sweep grid"),
+])
+def test_override_of_a_grid_key_is_refused_not_ignored(override, expected):
+    """A grid point would silently replace the override (tiny grid: d_model x train.tokens)."""
+    module, arg = load_experiment("tests/tiny_experiment.py")
+    with pytest.raises(UserError, match=expected):
+        call_get_sweep(module, arg, [override])
+    assert len(call_get_sweep(module, arg, ["train.lr=0.01", "eval.batches=1"])) == 2
