@@ -7,6 +7,10 @@ only load files you trust.
 
 `resolve(cfg)` fills the derived fields (n_kv_heads, d_ff, steps from a token budget) so that the
 `config.json` written next to every run is complete and re-runnable as it is.
+
+An explicit command-line override is never ignored: `--config.train.steps` on an experiment with
+a token budget drops the budget (note on stderr), and contradicting overrides are refused
+(`apply_user_overrides`); a sweep refuses an override of a key its grid sets (`call_get_sweep`).
 """
 from __future__ import annotations
 

@@ -10,6 +10,8 @@ Which precision the peak assumes: the matmul precision XLA actually uses for the
   float32 matmuls as TF32 on the tensor cores, so the peak is the dense TF32 tensor-core figure
   (the non-tensor-core FP32 figure, e.g. 67 TFLOP/s on H100, would let MFU exceed 1).
 - float32 on TPU: default precision runs matmuls as single-pass bf16 on the MXU: the bf16 figure.
+(JAX documents these defaults: "float32 dot products may be computed with reduced-precision
+arithmetic internally (bfloat16 on TPU, TF32 on recent GPUs)", docs.jax.dev, "Matmul precision".)
 A run that forces `jax_default_matmul_precision=highest` does true fp32 matmuls and its MFU
 against these peaks is low by construction.
 """
