@@ -7,6 +7,10 @@ only load files you trust.
 
 `resolve(cfg)` fills the derived fields (n_kv_heads, d_ff, steps from a token budget) so that the
 `config.json` written next to every run is complete and re-runnable as it is.
+
+An explicit command-line override is never ignored: `--config.train.steps` on an experiment with
+a token budget drops the budget (note on stderr), and contradicting overrides are refused
+(`apply_user_overrides`); a sweep refuses an override of a key its grid sets (`call_get_sweep`).
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import importlib.util
 import json
 import math
 import os
-from typing import Any, Iterable
+import sys
+from typing import Any, Callable, Iterable
 
 import ml_collections
 
@@ -122,10 +127,73 @@ def load_experiment(spec: str | None):
     try:
         mod_spec.loader.exec_module(module)
     except Exception as e:  # an experiment file is user code: report where it broke
-        raise UserError(f"could not import config file {path!r}: {type(e).__name__}: {e}") from e
+        raise UserError(f"could not import config file {path!r}: {_one_line(e)}") from e
     if not hasattr(module, "get_config"):
         raise UserError(f"config file {path!r} defines no get_config(arg) function")
     return module, (arg or None)
+
+
+def _one_line(e: BaseException) -> str:
+    """`TypeName: message` on one line (an exception's text may span several)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"
+
+
+def _call_experiment(module, fn: str, arg: str | None):
+    """Call `fn(arg)` of an experiment module; any exception but a UserError becomes one."""
+    path = getattr(module, "__file__", "?")
+    try:
+        return getattr(module, fn)(arg)
+    except UserError:
+        raise
+    except Exception as e:  # user code: name the file and the call, never a traceback
+        raise UserError(f"{fn}({arg!r}) in {path!r} raised {_one_line(e)}; "
+                        f"fix the experiment file or its :ARG") from e
+
+
+def call_get_config(module, arg: str | None) -> ConfigDict:
+    """`module.get_config(arg)`, checked: a `ConfigDict`, else a one-line `UserError`."""
+    cfg = _call_experiment(module, "get_config", arg)
+    if not isinstance(cfg, ConfigDict):
+        raise UserError(f"get_config() in {getattr(module, '__file__', '?')!r} returned a "
+                        f"{type(cfg).__name__}; it must return an ml_collections.ConfigDict "
+                        f"(start from scaling.config.default_config())")
+    return cfg
+
+
+def call_get_sweep(module, arg: str | None, overrides: Iterable[str] = ()) -> list[dict]:
+    """`module.get_sweep(arg)` (or one empty point without one), checked: a non-empty list of
+    override dicts with string keys, else a one-line `UserError` naming the file.
+
+    `overrides` are the command line's `key=value`s: one that a grid point also sets (or
+    `train.steps` against a grid of `train.tokens`, and back) would be silently replaced by the
+    point, so it is refused.
+    """
+    if not hasattr(module, "get_sweep"):
+        return [{}]
+    path = getattr(module, "__file__", "?")
+    points = _call_experiment(module, "get_sweep", arg)
+    if isinstance(points, (dict, str, bytes)) or not isinstance(points, (list, tuple)):
+        raise UserError(f"get_sweep() in {path!r} returned a {type(points).__name__}; it must "
+                        f"return a list of override dicts, e.g. [{{'model.d_model': 64}}]")
+    if not points:
+        raise UserError(f"get_sweep() in {path!r} returned no trials")
+    for i, point in enumerate(points):
+        if not isinstance(point, dict) or not all(isinstance(k, str) for k in point):
+            raise UserError(f"get_sweep() in {path!r}: point {i} is {point!r:.60}; each point "
+                            f"must be a dict of dotted config keys, e.g. {{'model.d_model': 64}}")
+    _refuse_grid_conflicts(path, points, set(parse_overrides(overrides)))
+    return [dict(p) for p in points]
+
+
+def _refuse_grid_conflicts(path: str, points, explicit: set[str]) -> None:
+    budget = {"train.steps", "train.tokens"}
+    for i, point in enumerate(points):
+        for key in point:
+            clashes = {key} & explicit or (explicit & budget if key in budget else set())
+            if clashes:
+                raise UserError(f"--config.{min(clashes)} conflicts with the sweep grid of {path!r}, "
+                                f"whose point {i} sets {key}={point[key]!r}; drop the override "
+                                f"or change get_sweep")
 
 
 def _find_experiment(path: str) -> str:
@@ -141,11 +209,37 @@ def _find_experiment(path: str) -> str:
 def load_config(spec: str | None, overrides: Iterable[str] = ()) -> ConfigDict:
     """Load `FILE[:ARG]` (default experiments/default.py) and apply `key=value` overrides."""
     module, arg = load_experiment(spec)
-    cfg = module.get_config(arg)
-    if not isinstance(cfg, ConfigDict):
-        raise UserError(f"get_config() in {spec!r} must return an ml_collections.ConfigDict")
-    apply_overrides(cfg, parse_overrides(overrides))
+    return apply_user_overrides(call_get_config(module, arg), overrides)
+
+
+def apply_user_overrides(cfg: ConfigDict, items: Iterable[str]) -> ConfigDict:
+    """Apply command-line `key=value` overrides in place: an explicit override is never ignored.
+
+    A derived field the user sets explicitly wins over what it is derived from: `train.steps`
+    on an experiment with a token budget drops the budget (`train.tokens=0`) with a note on
+    stderr; explicit `train.steps` and `train.tokens` that disagree are a `UserError`.
+    """
+    explicit = parse_overrides(items)
+    apply_overrides(cfg, explicit)
+    _reconcile_budget(cfg, explicit)
     return cfg
+
+
+def _reconcile_budget(cfg: ConfigDict, explicit: dict[str, Any]) -> None:
+    t = cfg.train
+    if "train.steps" not in explicit or t.tokens <= 0 or t.steps <= 0:
+        return
+    if "train.tokens" in explicit:  # both given: they must name the same number of steps
+        per_step = t.batch_size * t.seq_len
+        if per_step > 0 and math.ceil(t.tokens / per_step) != t.steps:
+            raise UserError(
+                f"train.steps={t.steps} and train.tokens={t.tokens} disagree (the token budget "
+                f"is {math.ceil(t.tokens / per_step)} steps of batch_size*seq_len={per_step}); "
+                f"pass only one of them")
+        return
+    print(f"note: --config.train.steps={t.steps} overrides the experiment's token budget "
+          f"train.tokens={t.tokens} (now train.tokens=0)", file=sys.stderr)
+    t.tokens = 0
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
@@ -234,6 +328,36 @@ def _check(ok: bool, msg: str):
         raise UserError(msg)
 
 
+# Allowed ranges of numeric fields: (test, the range as the error message states it). Every
+# float field must also be finite (inf/NaN would pass `> 0` or crash later, e.g. int(inf)).
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "model.init_std": (lambda v: v > 0, "> 0"),
+    "model.norm_eps": (lambda v: v > 0, "> 0"),
+    "model.rope_theta": (lambda v: v > 0, "> 0"),
+    "train.lr": (lambda v: v > 0, "> 0"),
+    "train.warmup": (lambda v: v >= 0, ">= 0 (< 1: fraction of steps, >= 1: steps)"),
+    "train.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.b1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "train.spike_sigmas": (lambda v: v > 0, "> 0"),
+    "checkpoint.keep": (lambda v: v >= 1, ">= 1 (checkpoints kept; the last is always among them)"),
+}
+
+
+def _check_numbers(cfg: ConfigDict) -> None:
+    """Every float finite; every field of RANGES inside its range."""
+    for key in all_keys(cfg):
+        v = get_key(cfg, key)
+        if isinstance(v, float) and not math.isfinite(v):
+            rule = f" {RANGES[key][1]}" if key in RANGES else ""
+            raise UserError(f"{key} must be a finite number{rule}, got {v}")
+    for key, (ok, rule) in RANGES.items():
+        v = get_key(cfg, key)
+        _check(ok(v), f"{key} must be {rule}, got {v}")
+
+
 def validate(cfg: ConfigDict) -> None:
     """Raise a one-line `UserError` naming the fix for the first bad field."""
     for key, choices in CHOICES.items():
@@ -244,15 +368,12 @@ def validate(cfg: ConfigDict) -> None:
                 "train.batch_size", "train.seq_len", "log.every", "eval.batches"):
         _check(get_key(cfg, key) > 0, f"{key} must be > 0, got {get_key(cfg, key)}")
     for key in ("model.n_kv_heads", "model.d_ff", "model.scan_unroll", "model.max_len", "train.steps", "train.tokens",
-                "checkpoint.every", "eval.every", "train.warmup", "train.weight_decay",
-                "pipeline.microbatches", "distributed.num_processes"):
+                "checkpoint.every", "eval.every", "pipeline.microbatches",
+                "distributed.num_processes"):
         _check(get_key(cfg, key) >= 0, f"{key} must be >= 0, got {get_key(cfg, key)}")
+    _check_numbers(cfg)
     _check(t.steps > 0 or t.tokens > 0, "set train.steps > 0 or a token budget train.tokens > 0")
-    _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
-    _check(0 <= t.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
-    _check(t.spike_window >= 0 and t.spike_sigmas > 0,
-           "train.spike_window must be >= 0 and train.spike_sigmas > 0")
-    _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
+    _check(t.spike_window >= 0, f"train.spike_window must be >= 0, got {t.spike_window}")
     _check(m.d_model % m.n_heads == 0,
            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
            f"pick n_heads dividing d_model")

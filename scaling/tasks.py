@@ -11,7 +11,9 @@ same parser reads a direct answer and the end of a worked rationale.
 Train/eval disjointness: an example belongs to the eval split iff a hash of (task name, its
 content key) falls in the first `1 / EVAL_EVERY` of the hash range. Examples are drawn by
 rejection from a seeded generator, so the two splits never share a key whatever the seeds, and
-a pretraining stream built from the train split never contains an eval question.
+a pretraining stream built from the train split never contains an eval question. Commutative
+tasks key on the operand set (`operand_key`), so `58+67=` and its swapped twin `67+58=` always
+fall in the same split: an eval question's twin is never in pretraining.
 
 Spec strings name a task with optional knobs: "addition", "addition(digits=3)".
 """
@@ -43,6 +45,12 @@ def split_of(task: str, key: str) -> str:
     """"eval" for 1 in EVAL_EVERY content keys (by hash), else "train"."""
     h = int.from_bytes(hashlib.sha1(f"{task}|{key}".encode()).digest()[:8], "little")
     return "eval" if h % EVAL_EVERY == 0 else "train"
+
+
+def operand_key(op: str, a: int, b: int, suffix: str = "") -> str:
+    """The split key of a commutative `a op b`: the sorted operands ("67+58" -> "58+67")."""
+    lo, hi = sorted((a, b))
+    return f"{lo}{op}{hi}{suffix}"
 
 
 def rng_for(*parts) -> np.random.Generator:
@@ -150,7 +158,7 @@ class Addition(Task):
             s = int(x) + int(y) + carry
             steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={s}")
             carry = s // 10
-        return Example(f"{a}+{b}=", str(a + b), ",".join(steps))
+        return Example(f"{a}+{b}=", str(a + b), ",".join(steps), key=operand_key("+", a, b))
 
 
 class Modular(Task):
@@ -165,7 +173,8 @@ class Modular(Task):
 
     def draw(self, rng):
         a, b = (int(x) for x in rng.integers(0, self.m, size=2))
-        return Example(f"{a}+{b} mod {self.m}=", str((a + b) % self.m))
+        return Example(f"{a}+{b} mod {self.m}=", str((a + b) % self.m),
+                       key=operand_key("+", a, b, f" mod {self.m}"))
 
 
 class Copy(Task):

@@ -136,6 +136,37 @@ CASES = [
         "def get_config(arg=None):\n    return default_config()\n"
         "def get_sweep(arg=None):\n    return []\n")],
      "returned no trials"),
+    ("lr-inf", lambda t, e: ["train", "--config", TINY, "--config.train.lr=1e999"],
+     "train.lr must be a finite number > 0, got inf"),
+    ("warmup-inf", lambda t, e: ["train", "--config", TINY, "--config.train.warmup=1e999"],
+     "train.warmup must be a finite number >= 0"),
+    ("init-std-inf", lambda t, e: ["train", "--config", TINY, "--config.model.init_std=1e999"],
+     "model.init_std must be a finite number > 0"),
+    ("lr-nan-in-file", lambda t, e: ["train", "--config", _write(
+        t, "nanlr.py", "from scaling.config import default_config\n"
+        "def get_config(arg=None):\n    c = default_config()\n    c.train.lr = float('nan')\n"
+        "    return c\n")], "train.lr must be a finite number > 0, got nan"),
+    ("adam-b1", lambda t, e: ["train", "--config", TINY, "--config.train.b1=5.0"],
+     "train.b1 must be in [0, 1), got 5.0"),
+    ("adam-b2", lambda t, e: ["train", "--config", TINY, "--config.train.b2=1.0"],
+     "train.b2 must be in [0, 1)"),
+    ("negative-weight-decay", lambda t, e: ["train", "--config", TINY,
+                                            "--config.train.weight_decay=-0.1"],
+     "train.weight_decay must be >= 0"),
+    ("checkpoint-keep-zero", lambda t, e: ["train", "--config", TINY, "--config.checkpoint.keep=0"],
+     "checkpoint.keep must be >= 1"),
+    ("checkpoint-keep-negative", lambda t, e: ["train", "--config", TINY,
+                                               "--config.checkpoint.keep=-1"],
+     "checkpoint.keep must be >= 1"),
+    ("steps-tokens-disagree", lambda t, e: ["train", "--config", TINY, "--config.train.steps=12",
+                                            "--config.train.tokens=100000"],
+     "train.steps=12 and train.tokens=100000 disagree"),
+    ("get-config-raises", lambda t, e: ["train", "--config", _write(
+        t, "raises.py", "def get_config(arg=None):\n    raise KeyError(arg)\n") + ":big"],
+     "get_config('big') in"),
+    ("get-config-not-configdict", lambda t, e: ["train", "--config", _write(
+        t, "dictcfg.py", "def get_config(arg=None):\n    return {'train': {'steps': 3}}\n")],
+     "must return an ml_collections.ConfigDict"),
     ("fit-missing-column", lambda t, e: ["fit", "chinchilla", _write(
         t, "fit.csv", "N,D,loss\n1e6,1e9,3.0\n2e6,1e9,2.9\n"), "--n-col", "N", "--d-col", "tokens",
         "--loss-col", "loss"], "tokens"),
