@@ -15,8 +15,10 @@ Design (docs/results.md has the measured outcome):
   whose token budget gives >= MIN_STEPS optimizer steps and <= MAX_EPOCHS passes over the train
   split, so no trial is too short to be annealed and repetition stays within Muennighoff et al.'s
   ~4-epoch range.
-- A small batch (16 x 128 tokens) buys steps: at these budgets the larger models would otherwise
-  train for a few dozen steps and the optimum would sit at the grid's edge for that reason alone.
+- A small batch (8 x 128 tokens) and >= 500 optimizer steps per trial. Below a few hundred steps
+  these models are still on the unigram plateau (an lr sweep at 245 steps gave d16 ~3.0 nats at
+  every lr, against 2.34 at 489 steps), so the larger sizes of a budget would lose for want of
+  steps and the optimum would sit at the grid's edge for that reason alone.
 - Learning rate per size from experiments/lr_sweep.py's fitted rule (LR_RULE below).
 """
 from scaling import counting
@@ -27,13 +29,14 @@ BUDGETS = [1e11, 3e11, 1e12]
 # Non-embedding N: 0.8k, 1.8k, 3.2k, 7.1k, 12k, 25k, 56k, 99k (one layer up to d32, then two).
 LADDER = [grid.size(8, 1, 2), grid.size(12, 1, 2), grid.size(16, 1, 2), grid.size(24, 1, 2),
           grid.size(32, 1, 2), grid.size(32, 2, 2), grid.size(48, 2, 4), grid.size(64, 2, 4)]
-BATCH, SEQ_LEN = 16, 128
-MIN_STEPS = 220
+BATCH, SEQ_LEN = 8, 128
+MIN_STEPS = 500
 MAX_EPOCHS = 4.0
 TRAIN_TOKENS = 3_900_000   # KJV train split, byte tokens (approximate; the trainer reports epochs)
 SIZES_PER_BUDGET = 6
-# lr_opt(N_non_embedding) = LR_RULE[0] * (N / 1e5) ** LR_RULE[1]; from experiments/lr_sweep.py.
-LR_RULE = (4e-3, 0.0)
+# lr_opt(N_non_embedding) = LR_RULE[0] * (N / 1e5) ** LR_RULE[1], fitted by `python -m analysis.lr_rule`
+# on experiments/lr_sweep.py (b = -0.39 +- 0.16; d8's optimum was at the grid's top lr, 0.032).
+LR_RULE = (3.07e-3, -0.395)
 
 
 def lr_for(n_non_embedding: int) -> float:

@@ -6,7 +6,7 @@
 Porian et al. 2024 and the OLMo ladder found lr (with warmup and beta2) per size decisive at
 small scale. Here: 4 sizes spanning the IsoFLOP study's ladder (0.8k -> 99k non-embedding
 parameters) x 5 learning rates (factor 2 apart), every trial on the same 0.5M tokens with the
-study's batch (16 x 128) and schedule, so the optimum per size is the one the study trains at.
+study's batch (8 x 128) and schedule, so the optimum per size is the one the study trains at.
 The fitted rule lr_opt(N) = a * (N / 1e5)^b goes into experiments/isoflop.py (LR_RULE).
 """
 from scaling.config import default_config
@@ -20,7 +20,7 @@ TOKENS = 500_000
 def get_config(arg=None):
     c = default_config()
     c.name = "lr_sweep"
-    c.train.update(dict(batch_size=16, seq_len=128, tokens=TOKENS, warmup=0.05))
+    c.train.update(dict(batch_size=8, seq_len=128, tokens=TOKENS, warmup=0.05))
     c.log.every = 25
     c.eval.batches = 64
     return c
