@@ -137,3 +137,14 @@ def test_no_import_cycles():
         "  " + " -> ".join(cycle) + (f"   (modules in this knot: {', '.join(sorted(comp))})"
                                      if len(comp) > len(cycle) - 1 else "")
         for cycle, comp in found)
+
+
+def test_sweep_modules_do_not_fit_or_plot():
+    """The sweep runner runs and collects; the report (fit, plots) is analysis', called by the CLI."""
+    graph = import_graph()
+    sweeps = [m for m in graph if m.startswith("scaling.sweeps")]
+    assert {"scaling.sweeps.plan", "scaling.sweeps.store", "scaling.sweeps.runner"} <= set(sweeps)
+    assert not {m: sorted(t for t in graph[m] if t.startswith("analysis"))
+                for m in sweeps if any(t.startswith("analysis") for t in graph[m])}
+    assert "analysis.report" in graph["scaling.cli"]
+    assert graph["scaling.sweeps.store"] <= {"scaling.errors", "scaling.fileio"}  # stdlib-light
