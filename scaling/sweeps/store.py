@@ -57,9 +57,9 @@ def write_summary(tdir: str, summary: dict) -> None:
 def record_failure(tdir: str, error: str, details: str) -> dict:
     """Mark a trial failed: summary.json {status: failed, error} and the details in error.txt."""
     os.makedirs(tdir, exist_ok=True)
-    s = {"status": "failed", "error": error}
-    write_summary(tdir, s)
     atomic_write(os.path.join(tdir, "error.txt"), details)
+    s = {"status": "failed", "error": error}
+    write_summary(tdir, s)  # last: the summary is what marks the trial finished
     return s
 
 
