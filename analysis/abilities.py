@@ -16,7 +16,6 @@ draws our sweep and the published data:
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +30,10 @@ import pandas as pd  # noqa: E402
 from analysis.errors import AnalysisInputError  # noqa: E402
 from analysis.plots.sweep import paper_style, save_figure, si_label  # noqa: E402
 from analysis.reference import REFERENCE_DIR  # noqa: E402
+from scaling.display import print_table  # noqa: E402
+from scaling.errors import UserError  # noqa: E402
+from scaling.fileio import read_jsonl  # noqa: E402
+from scaling.sweeps import store  # noqa: E402
 
 __all__ = ["read_eval_jsonl", "load_evals", "emergence_frame", "icl_frame", "sc_frame",
            "plot_emergence", "plot_icl", "plot_sc", "obsscaling_sc", "pythia_icl",
@@ -41,7 +44,7 @@ __all__ = ["read_eval_jsonl", "load_evals", "emergence_frame", "icl_frame", "sc_
 
 def read_eval_jsonl(path: str | os.PathLike) -> pd.DataFrame:
     """One row per (task, shots, mode, metric) from an eval.jsonl."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path)  # unreadable lines are skipped (the one JSONL rule)
     if not rows:
         raise AnalysisInputError(f"{path}: no evaluation rows")
     return pd.DataFrame(rows)
@@ -58,17 +61,18 @@ def load_evals(sweep_dir: str | os.PathLike) -> pd.DataFrame:
     root = Path(sweep_dir) / "trials"
     if not root.is_dir():
         raise AnalysisInputError(f"{sweep_dir}: no trials/ directory (not a sweep)")
-    plan_path = Path(sweep_dir) / "sweep.json"
-    planned = ({t["trial_id"] for t in json.loads(plan_path.read_text())["trials"]}
-               if plan_path.exists() else None)
+    try:
+        planned = ({t["trial_id"] for t in store.read_plan(str(sweep_dir))["trials"]}
+                   if store.has_plan(str(sweep_dir)) else None)
+    except UserError as e:  # a damaged sweep.json
+        raise AnalysisInputError(str(e)) from e
     frames = []
     for tdir in sorted(root.iterdir()):
         if planned is not None and tdir.name not in planned:
             continue
-        ev, summ = tdir / "eval.jsonl", tdir / "summary.json"
-        if not (ev.exists() and summ.exists()):
+        ev, s = tdir / "eval.jsonl", store.read_summary(str(tdir))
+        if not (ev.exists() and s):
             continue
-        s = json.loads(summ.read_text())
         if s.get("status") != "done":
             continue
         df = read_eval_jsonl(ev)
@@ -311,9 +315,7 @@ def main(argv=None) -> int:
     try:
         for p in plot_sweep_abilities(argv[0]):
             print(f"plot: {p}")
-        with pd.option_context("display.width", 200, "display.max_columns", 20):
-            print(summary_table(load_evals(argv[0])).to_string(index=False,
-                                                               float_format=lambda x: f"{x:.3g}"))
+        print_table(summary_table(load_evals(argv[0])), fmt=".3g")
     except AnalysisInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,12 +6,12 @@ Layout of a sweep directory (contract with the trainer)::
     DIR/trials/<trial_id>/metrics.jsonl   one JSON object per logged step
     DIR/trials/<trial_id>/summary.json, config.json
 
-Nothing here imports the trainer: we only read files.
+Nothing here imports the trainer: we only read files, through the readers that define their
+format (``scaling.fileio.read_jsonl``, ``scaling.sweeps.store``; stdlib only).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
+from scaling.fileio import read_jsonl
+from scaling.sweeps.store import read_summary
 
 __all__ = [
     "load_results",
@@ -72,8 +74,8 @@ def load_curves(sweep_dir: str | os.PathLike, *, split: str = "train") -> pd.Dat
     Returns one row per logged line with a ``trial_id`` column added (the trial's
     directory name). ``split="train"`` keeps training lines (lines without
     ``"split": "val"``), ``split="val"`` keeps validation lines, ``split="all"``
-    keeps both. A truncated final line (a run killed mid-write) is skipped;
-    any other malformed line raises :class:`AnalysisInputError`.
+    keeps both. Unreadable lines (a torn last line of a killed run, a damaged line) are
+    skipped, as everywhere (:func:`scaling.fileio.read_jsonl`).
     """
     if split not in ("train", "val", "all"):
         raise AnalysisInputError(f"split={split!r}; use 'train', 'val' or 'all'")
@@ -85,20 +87,7 @@ def load_curves(sweep_dir: str | os.PathLike, *, split: str = "train") -> pd.Dat
         )
     rows = []
     for f in files:
-        lines = f.read_text().splitlines()
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                if i == len(lines) - 1:
-                    continue  # partial last line of an interrupted run
-                raise AnalysisInputError(
-                    f"{f}:{i + 1} is not valid JSON ({exc.msg}); fix or delete that line"
-                ) from exc
-            rec["trial_id"] = f.parent.name
-            rows.append(rec)
+        rows += [dict(rec, trial_id=f.parent.name) for rec in read_jsonl(f)]
     df = pd.DataFrame(rows)
     is_val = df["split"].eq("val") if "split" in df else pd.Series(False, index=df.index)
     if split == "train":
@@ -132,17 +121,15 @@ def load_sweep(sweep_dir: str | os.PathLike) -> Sweep:
     except AnalysisInputError:
         rows = []
         for tdir in sorted(p for p in (root / "trials").iterdir() if p.is_dir()):
-            s = json.loads((tdir / "summary.json").read_text()) \
-                if (tdir / "summary.json").is_file() else {"status": "pending"}
+            s = read_summary(str(tdir)) or {"status": "pending"}  # damaged = none yet
             rows.append({"trial_id": tdir.name, **s})
         trials = pd.DataFrame(rows)
     try:
         curves = load_curves(root, split="all")
     except AnalysisInputError:
         curves = pd.DataFrame(columns=["trial_id", "step"])
-    evals = [dict(json.loads(line), trial_id=f.parent.name)
-             for f in sorted((root / "trials").glob("*/eval.jsonl"))
-             for line in f.read_text().splitlines() if line.strip()]
+    evals = [dict(rec, trial_id=f.parent.name)
+             for f in sorted((root / "trials").glob("*/eval.jsonl")) for rec in read_jsonl(f)]
     return Sweep(trials, curves, pd.DataFrame(evals, columns=None if evals else ["trial_id"]))
 
 

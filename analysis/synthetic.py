@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scaling.sweeps import store  # the sweep's file layout, so fixtures match real sweeps
+
 __all__ = ["make_synthetic_sweep", "TRUE_LAW"]
 
 #: the law used by default (Hoffmann-like constants)
@@ -78,7 +80,7 @@ def make_synthetic_sweep(
                    "params_total": n_tot, "params_non_embedding": n_ne, "tokens": T, "flops": fpt * T,
                    "loss": loss, "val_loss": val_loss, "val_ppl": float(np.exp(val_loss)), "wall_s": 1.0,
                    "status": "done"}
-            (tdir / "summary.json").write_text(json.dumps(row))
+            store.write_summary(str(tdir), row)
             rows.append(row)
     for _ in range(n_failed):
         tid = f"t{i:03d}"
@@ -88,6 +90,5 @@ def make_synthetic_sweep(
                      "tokens": np.nan, "flops": np.nan, "loss": np.nan, "val_loss": np.nan, "val_ppl": np.nan,
                      "wall_s": 0.5, "status": "failed"})
     df = pd.DataFrame(rows)
-    df.to_parquet(out / "results.parquet", index=False)
-    df.to_csv(out / "results.csv", index=False)
+    store.write_results(str(out), df)
     return out

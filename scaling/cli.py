@@ -15,7 +15,9 @@ import json
 import os
 import sys
 
+from scaling.display import print_table
 from scaling.errors import UserError
+from scaling.startup import setup_jax
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,16 +25,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UserError(f"{self.prog}: {message} (see `{self.prog} --help`)")
-
-
-def setup_jax() -> None:
-    """Persistent compilation cache shared by every trial and run (cuts per-trial start-up)."""
-    import jax
-    cache = os.environ.get("SCALING_CACHE_DIR",
-                           os.path.join(os.path.expanduser("~"), ".cache", "scaling", "jax"))
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -92,9 +84,14 @@ def cmd_sweep(args) -> int:
              "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb,
              "array_parallelism": args.slurm_array_parallelism,
              "local": True if args.slurm_local else None}
-    return run_sweep(args.config, args.overrides, args.workdir, retry_failed=args.retry_failed,
+    code = run_sweep(args.config, args.overrides, args.workdir, retry_failed=args.retry_failed,
                      plan_only=args.dry_run, launcher=args.launcher, parallel=args.parallel,
                      slurm=slurm, wait=not args.no_wait)
+    if args.dry_run or (args.launcher == "slurm" and args.no_wait):
+        return code  # nothing trained here (yet): nothing to report
+    from analysis.report import report_sweep
+    report_sweep(args.workdir)  # table, fit, plots from the results the runner just collected
+    return code
 
 
 def cmd_eval(args) -> int:
@@ -122,14 +119,12 @@ def cmd_eval(args) -> int:
 
 
 def cmd_status(args) -> int:
-    import pandas as pd
     from scaling.sweeps.runner import status_table
     df = status_table(args.workdir)
     if args.json:
         print(df.to_json(orient="records"))
         return 0
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print_table(df)
     counts = df["status"].value_counts().to_dict()
     eta = df["eta_s"].sum()
     print(", ".join(f"{v} {k}" for k, v in counts.items())

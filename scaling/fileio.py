@@ -1,32 +1,88 @@
-"""File I/O shared by every writer and reader: atomic JSON writes and JSON-lines files."""
+"""File I/O shared by every writer and reader (stdlib only): THE atomic writer and THE JSON-lines
+reader with its one torn-line rule.
+
+Atomic: content goes to a unique temp file in the target's folder (`tempfile.mkstemp`, so
+concurrent writers of one path never share a temp file), is fsynced, then `os.replace`d over the
+target. A reader sees the old file or the new one, never half of one; the last writer wins.
+
+JSON lines: one object per line. `read_jsonl` skips every line it cannot use (undecodable bytes,
+invalid JSON, a value that is not an object) and goes on with the next, so one damaged line never
+hides the lines after it. A last line without its newline that does not parse is a write torn by
+a kill, and is ignored the same way.
+"""
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from typing import BinaryIO, Callable, Union
+
+Content = Union[bytes, str, Callable[[BinaryIO], None]]
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Write JSON via a temp file and rename, so readers never see half a file."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _umask() -> int:
+    mask = os.umask(0)  # read once at import (single-threaded): os.umask can only be read by setting
+    os.umask(mask)
+    return mask
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """Parse a JSON-lines file, ignoring a torn last line left by a killed writer."""
+_UMASK = _umask()
+
+
+def atomic_write(path: str | os.PathLike, content: Content) -> None:
+    """Replace `path` atomically with `content`: bytes, str (UTF-8), or a function that writes to
+    a binary file object (e.g. `lambda f: np.save(f, a)`)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        # mkstemp creates 0600; give the file the mode a plain open() would have.
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write `obj` as indented JSON, atomically (see `atomic_write`)."""
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The objects of a JSON-lines file, in order ([] if it does not exist). Lines that are not
+    UTF-8, not JSON, or not a JSON object are skipped, wherever they are (see the module doc)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
     rows = []
-    if not os.path.exists(path):
-        return rows
-    with open(path) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
+
+
+def _step_after(row: dict, step: int) -> bool:
+    s = row.get("step")
+    return isinstance(s, (int, float)) and not isinstance(s, bool) and s > step
 
 
 class JsonlWriter:
@@ -36,11 +92,10 @@ class JsonlWriter:
         self.path = path
 
     def truncate_after(self, step: int) -> None:
-        rows = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
-        os.replace(tmp, self.path)
+        """Keep every readable line whose step is <= `step` (or that has no step); drop the rest
+        and any unreadable line. Atomic, so a kill here never loses the kept lines."""
+        rows = [r for r in read_jsonl(self.path) if not _step_after(r, step)]
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def write(self, row: dict) -> None:
         with open(self.path, "a") as f:

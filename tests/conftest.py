@@ -11,7 +11,7 @@ _SESSION_DIR = tempfile.mkdtemp(prefix="scaling-tests-")
 os.environ.setdefault("SCALING_DATA_DIR", os.path.join(_SESSION_DIR, "data"))
 os.environ.setdefault("SCALING_CACHE_DIR", os.path.join(_SESSION_DIR, "jax_cache"))
 
-from scaling.cli import setup_jax  # noqa: E402
+from scaling.startup import setup_jax  # noqa: E402
 from scaling.config import default_config  # noqa: E402
 
 setup_jax()

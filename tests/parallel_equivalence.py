@@ -75,6 +75,6 @@ def main(out_dir: str, meshes: list[dict], steps: int) -> None:
 
 
 if __name__ == "__main__":
-    from scaling.cli import setup_jax
+    from scaling.startup import setup_jax
     setup_jax()
     main(sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 10)

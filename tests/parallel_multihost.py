@@ -9,7 +9,7 @@ Loads tests/tiny_experiment.py with the overrides, sets the `distributed.*` keys
 """
 import sys
 
-from scaling.cli import setup_jax
+from scaling.startup import setup_jax
 from scaling.config import load_config
 from scaling.train.loop import train
 

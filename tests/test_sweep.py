@@ -5,7 +5,7 @@ import pandas as pd
 
 from conftest import run_cli
 from scaling.sweeps import grid
-from scaling.sweeps.runner import expand
+from scaling.sweeps.plan import expand
 from scaling.config import default_config
 
 
@@ -59,7 +59,7 @@ def test_isoflop_grid_matches_budget():
 def test_status_collect_and_lock_on_partial_sweep(tmp_path):
     """A trial locked by another process is skipped; status and collect work on the partial sweep."""
     import json
-    from scaling.sweeps.runner import trial_lock
+    from scaling.sweeps.store import trial_lock
     w = tmp_path / "sweep"
     trials, _ = expand("tests/tiny_experiment.py", [])
     held = w / "trials" / trials[1].trial_id

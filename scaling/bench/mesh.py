@@ -96,7 +96,7 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out", default=os.path.join(RESULTS_DIR, "mesh_cpu.json"))
     args = ap.parse_args()
-    from scaling.cli import setup_jax
+    from scaling.startup import setup_jax
     setup_jax()
     rows = {}
     for name, axes in REFERENCES.items():

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 from typing import Iterator, Sequence
 
 import grain
@@ -28,6 +27,7 @@ import numpy as np
 
 from scaling.data.tokenizer import get_tokenizer
 from scaling.errors import UserError
+from scaling.fileio import atomic_write
 
 CACHE_FORMAT = 1   # bump when the token-cache layout or the document->token rule changes
 
@@ -184,17 +184,7 @@ def _identity(builder) -> dict:
 def _write_atomic(path: str, array: np.ndarray) -> None:
     """Write to a temp file in the same folder, then rename: a kill never leaves half a file."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: np.save(f, array))
 
 
 def load_tokens(cfg_data, split: str) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from scaling.errors import UserError
+from scaling.fileio import atomic_write
 from scaling.tasks import Task, get_task, split_specs
 
 NEWLINE = ord("\n")
@@ -209,11 +210,7 @@ def evaluate(cfg, model, *, log=print) -> list[dict]:
 def write_eval(rows: list[dict], workdir: str) -> str:
     """Write rows to `<workdir>/eval.jsonl` (replacing it, atomically)."""
     path = os.path.join(workdir, "eval.jsonl")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 

@@ -6,7 +6,7 @@ holder dies), re-check the summary under the lock, and train. So any mix of laun
 and repeated `scaling sweep` commands on one workdir never runs a trial twice, and a killed
 worker's trial is simply resumed from its orbax checkpoint by whoever claims it next.
 
-- `local` (default): the trials one after another in this process (`runner.run_sweep`).
+- `local` (default): the trials one after another in this process (`run_local`).
 - `local --parallel N`: N worker subprocesses (`python -m scaling.sweeps.launchers worker DIR`),
   each claiming trials until none is left. Each worker gets its own CPU cores (sched affinity)
   and, on a GPU machine, its own GPUs (CUDA_VISIBLE_DEVICES) so workers never share a device.
@@ -14,6 +14,8 @@ worker's trial is simply resumed from its orbax checkpoint by whoever claims it 
   preempts is requeued through submitit's `checkpoint()` protocol; the requeued job calls
   `train()` again, which resumes from the trial's latest orbax checkpoint. `--slurm-local` runs
   the same code path through submitit's local executor (tests, or a machine without SLURM).
+
+The files a trial reads and writes (summary, lock, plan) are defined in `store.py`.
 """
 from __future__ import annotations
 
@@ -26,42 +28,20 @@ import time
 import traceback
 
 from scaling.config import ConfigDict
+from scaling.errors import UserError
 from scaling.fileio import write_json_atomic
+from scaling.startup import setup_jax
+from scaling.sweeps.plan import expand
+from scaling.sweeps.store import (finished, read_plan, read_summary, record_failure, trial_dir,
+                                  trial_lock)
 
 
 # ------------------------------------------------------------------ claiming and running a trial
 
-def trial_dir(workdir: str, trial_id: str) -> str:
-    return os.path.join(workdir, "trials", trial_id)
-
-
-def finished(tdir: str) -> bool:
-    """A trial with a summary (done, or failed and not being retried) is not run again."""
-    from scaling.sweeps.runner import _read_summary
-    s = _read_summary(tdir)
-    return bool(s) and s.get("status") in ("done", "failed")
-
-
-def reset_failed(workdir: str, trial_ids: list[str]) -> list[str]:
-    """For --retry-failed: move failed trials' summary.json aside (to summary.failed.json) so
-    every launcher sees them as unfinished. Done once by the submitting process, so a trial that
-    fails again is not retried over and over by each worker."""
-    from scaling.sweeps.runner import _read_summary, is_locked
-    reset = []
-    for tid in trial_ids:
-        tdir = trial_dir(workdir, tid)
-        s = _read_summary(tdir)
-        if s and s.get("status") == "failed" and not is_locked(tdir):
-            os.replace(os.path.join(tdir, "summary.json"), os.path.join(tdir, "summary.failed.json"))
-            reset.append(tid)
-    return reset
-
-
 def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False) -> dict:
     """Train one trial; a failure is recorded in its summary.json and error.txt, not raised
     (the sweep goes on with the next trial). Returns the summary."""
-    from scaling.errors import UserError
-    from scaling.train.loop import train
+    from scaling.train.loop import train  # JAX: imported when a trial runs, not at CLI start-up
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.train.steps, desc=f"trial {label}", unit="step", leave=False,
@@ -74,10 +54,7 @@ def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False)
     except UserError:
         raise
     except Exception as e:  # record the failure and go on with the next trial
-        s = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        write_json_atomic(os.path.join(tdir, "summary.json"), s)
-        with open(os.path.join(tdir, "error.txt"), "w") as f:
-            f.write(traceback.format_exc())
+        s = record_failure(tdir, f"{type(e).__name__}: {e}", traceback.format_exc())
         print(f"[{label}]: FAILED {type(e).__name__}: {e}", flush=True)
         return s
     finally:
@@ -87,7 +64,6 @@ def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False)
 def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False) -> str:
     """Run the trial unless it is finished or another process holds its lock.
     Returns what happened: "ran", "finished" or "locked"."""
-    from scaling.sweeps.runner import trial_lock
     if finished(tdir):
         return "finished"
     with trial_lock(tdir) as got:
@@ -97,6 +73,19 @@ def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = Fa
             return "finished"
         run_trial(cfg, tdir, label, progress=progress)
         return "ran"
+
+
+def run_local(workdir: str, trials: list) -> None:
+    """The `local` launcher: the trials one after another in this process, with a progress bar."""
+    n = len(trials)
+    for k, t in enumerate(trials, 1):
+        tdir = trial_dir(workdir, t.trial_id)
+        what = claim_and_run(t.cfg, tdir, f"{k}/{n} {t.trial_id}", progress=True)
+        if what == "finished":
+            status = (read_summary(tdir) or {}).get("status")
+            print(f"[{k}/{n}] {t.trial_id}: {status} (skipped)", flush=True)
+        elif what == "locked":
+            print(f"[{k}/{n}] {t.trial_id}: running in another process (skipped)", flush=True)
 
 
 # ------------------------------------------------------------------ local --parallel N
@@ -147,7 +136,6 @@ def worker_env(k: int, n: int, cpus: list[int], gpus: list[str]) -> dict:
 
 def run_parallel(workdir: str, n: int) -> list[int]:
     """Start n workers on the sweep in `workdir` (its sweep.json) and wait; returns exit codes."""
-    from scaling.errors import UserError
     gpus = visible_gpus()
     if gpus and n > len(gpus):
         raise UserError(f"--parallel {n} needs {n} GPUs (one or more per worker); "
@@ -173,8 +161,6 @@ def run_parallel(workdir: str, n: int) -> list[int]:
 
 def worker_main(workdir: str, worker_id: int) -> int:
     """A worker: claim unfinished trials of the sweep one at a time until none is left."""
-    from scaling.cli import setup_jax
-    from scaling.sweeps.runner import expand, read_plan
     setup_jax()
     plan = read_plan(workdir)
     trials, _ = expand(plan["config"], plan["overrides"])  # experiment files are deterministic
@@ -202,7 +188,6 @@ class TrialJob:
         self.workdir = os.path.abspath(workdir)
 
     def __call__(self, cfg: dict, trial_id: str) -> str:
-        from scaling.cli import setup_jax
         setup_jax()
         tdir = trial_dir(self.workdir, trial_id)
         what = claim_and_run(ConfigDict(cfg), tdir, trial_id)
@@ -266,12 +251,8 @@ def _record_job_failure(workdir: str, trial_id: str, job) -> None:
     err = job.exception()
     if err is None:
         return
-    os.makedirs(tdir, exist_ok=True)
     first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-    write_json_atomic(os.path.join(tdir, "summary.json"), {
-        "status": "failed", "error": f"job {job.job_id}: {first} (log: {job.paths.stderr})"})
-    with open(os.path.join(tdir, "error.txt"), "w") as f:
-        f.write(str(err))
+    record_failure(tdir, f"job {job.job_id}: {first} (log: {job.paths.stderr})", str(err))
 
 
 def main(argv: list[str] | None = None) -> int:

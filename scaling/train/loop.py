@@ -34,6 +34,7 @@ from scaling.config import ConfigDict, resolve, to_json
 from scaling.data import TokenBatches
 from scaling.errors import UserError
 from scaling.fileio import JsonlWriter, read_jsonl, write_json_atomic
+from scaling.sweeps.store import read_summary, write_summary
 from scaling.train.mfu import peak_flops
 from scaling.model.transformer import Transformer
 
@@ -266,13 +267,10 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
     distributed.initialize(cfg.distributed)  # before the backend starts; no-op for one process
     cfg.distributed.process_id = -1  # per process, so not part of the shared config.json
     t_start = time.perf_counter()
-    summary_path = os.path.join(workdir, "summary.json")
     check_workdir(cfg, workdir)
-    if os.path.exists(summary_path):
-        with open(summary_path) as f:
-            summary = json.load(f)
-        if summary.get("status") == "done":
-            return summary
+    summary = read_summary(workdir)  # a damaged summary reads as none: the run resumes
+    if summary and summary.get("status") == "done":
+        return summary
 
     mesh = mesh_lib.make_mesh(cfg.mesh)
     mesh_lib.check_divisibility(cfg, mesh)
@@ -407,6 +405,6 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
         summary["eval_s"] = run_and_write(cfg, nnx.merge(trainer.graphdef, state["params"]),
                                           workdir, is_main, log=print if verbose else None)
     if is_main:
-        write_json_atomic(summary_path, summary)
+        write_summary(workdir, summary)
     return summary
 

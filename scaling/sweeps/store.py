@@ -1,0 +1,164 @@
+"""The sweep's on-disk contract, in one place (stdlib only; no JAX, no pandas).
+
+    DIR/sweep.json                    the plan: config, overrides, varied keys, trial ids + points
+    DIR/trials/<trial_id>/            one trial (a training workdir):
+        summary.json                  written when it ends: status done or failed (+ metrics)
+        summary.failed.json           a failed summary moved aside by --retry-failed
+        error.txt                     the traceback of a failed trial
+        metrics.jsonl, config.json    written by the trainer while it runs
+        .lock                         flock held by whoever trains it
+    DIR/results.parquet, results.csv  the table (`runner.collect`)
+
+A trial is finished when it has a readable summary with status done or failed. A summary that
+cannot be read (missing, torn, not JSON, not UTF-8, not an object) counts as no summary, so a
+damaged file never crashes `status`/`collect` and the trial is simply trained (resumed) again.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from typing import Iterator
+
+from scaling.errors import UserError
+from scaling.fileio import atomic_write, read_jsonl, write_json_atomic
+
+PLAN = "sweep.json"
+SUMMARY = "summary.json"
+RESULTS = ("results.parquet", "results.csv")
+
+
+def trial_dir(workdir: str, trial_id: str) -> str:
+    return os.path.join(workdir, "trials", trial_id)
+
+
+def _read_json(path: str):
+    """The JSON value in `path`, or None if it is missing or unreadable in any way."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):  # ValueError: JSONDecodeError and UnicodeDecodeError
+        return None
+
+
+# ------------------------------------------------------------------ summary
+
+def read_summary(tdir: str) -> dict | None:
+    """The trial's summary, or None when it has none or it is damaged (see the module doc)."""
+    s = _read_json(os.path.join(tdir, SUMMARY))
+    return s if isinstance(s, dict) else None
+
+
+def write_summary(tdir: str, summary: dict) -> None:
+    write_json_atomic(os.path.join(tdir, SUMMARY), summary)
+
+
+def record_failure(tdir: str, error: str, details: str) -> dict:
+    """Mark a trial failed: summary.json {status: failed, error} and the details in error.txt."""
+    os.makedirs(tdir, exist_ok=True)
+    atomic_write(os.path.join(tdir, "error.txt"), details)
+    s = {"status": "failed", "error": error}
+    write_summary(tdir, s)  # last: the summary is what marks the trial finished
+    return s
+
+
+def finished(tdir: str) -> bool:
+    """A trial with a summary (done, or failed and not being retried) is not run again."""
+    s = read_summary(tdir)
+    return bool(s) and s.get("status") in ("done", "failed")
+
+
+def reset_failed(workdir: str, trial_ids: list[str]) -> list[str]:
+    """For --retry-failed: move failed trials' summary.json aside (to summary.failed.json) so
+    every launcher sees them as unfinished. Done once by the submitting process, so a trial that
+    fails again is not retried over and over by each worker."""
+    reset = []
+    for tid in trial_ids:
+        tdir = trial_dir(workdir, tid)
+        s = read_summary(tdir)
+        if s and s.get("status") == "failed" and not is_locked(tdir):
+            os.replace(os.path.join(tdir, SUMMARY), os.path.join(tdir, "summary.failed.json"))
+            reset.append(tid)
+    return reset
+
+
+# ------------------------------------------------------------------ plan
+
+def has_plan(workdir: str) -> bool:
+    return os.path.exists(os.path.join(workdir, PLAN))
+
+
+def read_plan(workdir: str) -> dict:
+    """The sweep's plan (`sweep.json`): trial ids, their grid points and the varied keys."""
+    path = os.path.join(workdir, PLAN)
+    if not os.path.exists(path):
+        raise UserError(f"{workdir!r} is not a sweep directory (no {PLAN}); "
+                        f"run `scaling sweep --workdir {workdir}` first")
+    plan = _read_json(path)
+    if not (isinstance(plan, dict) and isinstance(plan.get("trials"), list)):
+        raise UserError(f"{path} is damaged (not a sweep plan); delete it and rerun "
+                        f"`scaling sweep --workdir {workdir}` with the same experiment")
+    plan.setdefault("varied", [])
+    return plan
+
+
+def write_plan(workdir: str, plan: dict) -> None:
+    write_json_atomic(os.path.join(workdir, PLAN), plan)
+
+
+# ------------------------------------------------------------------ lock
+
+@contextlib.contextmanager
+def trial_lock(tdir: str) -> Iterator[bool]:
+    """An exclusive, non-blocking flock on `<trial>/.lock`: yields False if another process
+    holds it. The OS drops the lock when its holder dies, so a killed sweep never leaves a
+    stale lock behind."""
+    os.makedirs(tdir, exist_ok=True)
+    fd = os.open(os.path.join(tdir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def is_locked(tdir: str) -> bool:
+    """Whether another process is training this trial now."""
+    if not os.path.exists(os.path.join(tdir, ".lock")):
+        return False
+    with trial_lock(tdir) as got:
+        return not got
+
+
+# ------------------------------------------------------------------ progress (status inputs)
+
+def read_metrics(tdir: str) -> list[dict]:
+    """The trial's logged training lines (those with a loss) so far."""
+    return [r for r in read_jsonl(os.path.join(tdir, "metrics.jsonl")) if "loss" in r]
+
+
+def planned_steps(tdir: str, summary: dict | None = None) -> int:
+    """Steps the trial trains for: from its summary, else its config.json, else 0 (unknown)."""
+    if summary and isinstance(summary.get("steps"), int):
+        return summary["steps"]
+    cfg = _read_json(os.path.join(tdir, "config.json"))
+    try:
+        return int(cfg["train"]["steps"])
+    except (TypeError, KeyError, ValueError):
+        return 0
+
+
+# ------------------------------------------------------------------ results table
+
+def write_results(workdir: str, df) -> list[str]:
+    """Write the table (a pandas DataFrame) to results.parquet and results.csv, each atomically
+    through its own unique temp file, so concurrent collects never tear or mix them."""
+    parquet, csv = (os.path.join(workdir, name) for name in RESULTS)
+    atomic_write(parquet, lambda f: df.to_parquet(f, index=False))
+    atomic_write(csv, df.to_csv(index=False))
+    return [parquet, csv]
