@@ -66,11 +66,12 @@ def cmd_describe(args) -> int:
 
 def cmd_train(args) -> int:
     setup_jax()
-    from scaling.train.loop import train
+    from scaling.evals.trained import evaluate_trained
+    from scaling.train.loop import summary_text, train
     summary = train(_load(args), args.workdir, verbose=not args.json)
+    summary = evaluate_trained(args.workdir, summary, log=None if args.json else print)
     print(json.dumps(summary) if args.json else
-          f"done: loss {summary['loss']:.4f} val_loss {summary['val_loss']:.4f} "
-          f"wall {summary['wall_s']:.1f}s -> {os.path.join(args.workdir, 'summary.json')}")
+          f"done: {summary_text(summary)} -> {os.path.join(args.workdir, 'summary.json')}")
     return 0
 
 
@@ -98,7 +99,7 @@ def cmd_eval(args) -> int:
     """Task evaluations of a trained run (its config.json + latest checkpoint) -> eval.jsonl."""
     setup_jax()
     from scaling.config import apply_overrides, parse_overrides, validate
-    from scaling.decode import load_trained
+    from scaling.train.checkpoint import load_trained
     from scaling.evals.run import run_and_write
     if not os.path.isfile(os.path.join(args.workdir, "config.json")):
         raise UserError(f"{args.workdir!r} holds no trained run (no config.json); pass a trial dir")

@@ -1,4 +1,6 @@
-"""KV-cached batched generation: prefill + decode, sampling, beam search, loading a trained run.
+"""KV-cached batched generation: prefill + decode, sampling, beam search.
+
+(A trained run's model: `scaling.train.checkpoint.load_trained`.)
 
 One jitted function runs a whole generation: the prompt is prefilled into a fixed-size key/value
 cache ([L, B, S, G, K] per keys and values, S = prompt length + new tokens unless `cache_len` is
@@ -17,16 +19,14 @@ filtering) at the chosen token, so they are comparable between greedy, sampling 
 from __future__ import annotations
 
 import functools
-import os
 from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
-from scaling.config import ConfigDict, from_json_file
+from scaling.config import ConfigDict
 from scaling.model.transformer import DTYPES, Transformer, sinusoidal_positions
 
 
@@ -322,29 +322,3 @@ def _beam_search(static, params, prompt_BP, lengths_B, *, beam_size, max_new_tok
     return Beams(tokens=cat(s["fin_seq_BWN"], s["alive_seq_BWN"]), scores=score_BW,
                  logprobs=cat(s["fin_lp_BW"], s["alive_lp_BW"]),
                  lengths=cat(s["fin_len_BW"], jnp.full((B, W), N, jnp.int32)))
-
-
-# ---------------------------------------------------------------------------- trained runs
-
-def load_trained(workdir: str, step: int | None = None) -> tuple[ConfigDict, Transformer]:
-    """(cfg, model) of a trained run: its config.json and the params of its latest checkpoint.
-
-    Restores only `state["params"]` (orbax partial restore: the optimizer state is not read),
-    onto the default device, whatever mesh the run was trained on.
-    """
-    cfg = from_json_file(os.path.join(workdir, "config.json"))
-    abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, nnx.Rngs(params=0)))
-    graphdef, abstract_state = nnx.split(abstract_model, nnx.Param)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = {"params": jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-        nnx.to_pure_dict(abstract_state))}
-    path = os.path.join(os.path.abspath(workdir), "checkpoints")
-    with ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint under {path}")
-        restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True)))
-    return cfg, nnx.merge(graphdef, restored.state["params"])

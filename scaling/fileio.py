@@ -13,6 +13,8 @@ a kill, and is ignored the same way.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import tempfile
 from typing import BinaryIO, Callable, Union
@@ -54,9 +56,26 @@ def atomic_write(path: str | os.PathLike, content: Content) -> None:
         raise
 
 
+def json_safe(obj):
+    """`obj` as strict JSON values: non-finite floats (a NaN loss under nan_policy=skip) become
+    None, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write `obj` as indented JSON, atomically (see `atomic_write`)."""
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True))
+    """Write `obj` as indented strict JSON (non-finite numbers as null), atomically."""
+    atomic_write(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from scaling.config import default_config, resolve
 from scaling.parallel.mesh import check_divisibility, make_mesh
-from scaling.train.loop import Trainer
+from scaling.train.step import Trainer
 
 
 def equivalence_config(mesh: dict):

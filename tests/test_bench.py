@@ -13,7 +13,7 @@ import pytest
 from scaling.parallel import mesh as mesh_lib
 from scaling.bench.harness import CacheEvents
 from scaling.config import resolve
-from scaling.train.loop import Trainer
+from scaling.train.step import Trainer
 from conftest import run_cli, tiny_config
 
 

@@ -13,7 +13,9 @@ from scaling import decode
 from scaling.parallel import mesh as mesh_lib
 from scaling.config import resolve
 from scaling.model.transformer import Transformer
-from scaling.train.loop import Trainer, train
+from scaling.train import checkpoint
+from scaling.train.loop import train
+from scaling.train.step import Trainer
 
 # Tiny models (d=32, 2 layers). A large init_std makes the next-token distribution far from
 # uniform, so argmax is never a near-tie that float rounding could flip.
@@ -256,7 +258,7 @@ def test_load_trained_restores_final_params(tmp_path):
     cfg.train.steps = 4
     workdir = str(tmp_path / "run")
     train(cfg, workdir, verbose=False)
-    loaded_cfg, model = decode.load_trained(workdir)
+    loaded_cfg, model = checkpoint.load_trained(workdir)
     assert loaded_cfg.model.to_dict() == resolve(cfg).model.to_dict()
 
     # Reference: the full train state, restored the way the trainer resumes.

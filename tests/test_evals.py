@@ -86,8 +86,9 @@ def test_train_writes_eval_jsonl_and_cli_eval(tmp_path):
     c.train.update(steps=4, seq_len=96)
     c.data.mixture = "kjv:0.5,addition:0.25,icl_mapping:0.25"
     c.eval.update(tasks="addition,icl_mapping,text", examples=3, shots="0,2", sc_samples=2)
+    from scaling.evals.trained import evaluate_trained
     from scaling.train.loop import train
-    summary = train(c, str(tmp_path), verbose=False)
+    summary = evaluate_trained(str(tmp_path), train(c, str(tmp_path), verbose=False))
     assert summary["eval_s"] > 0
     rows = [json.loads(line) for line in open(tmp_path / "eval.jsonl")]
     keys = {(r["task"], r["shots"], r["mode"]) for r in rows}

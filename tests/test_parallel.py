@@ -150,10 +150,11 @@ def _restore_params(workdir, step):
     import orbax.checkpoint as ocp
     from scaling.config import from_json_file
     from scaling.parallel.mesh import make_mesh
-    from scaling.train.loop import Trainer, _checkpoint_manager
+    from scaling.train.checkpoint import manager
+    from scaling.train.step import Trainer
     cfg = from_json_file(os.path.join(workdir, "config.json"))
     trainer = Trainer(cfg, make_mesh(cfg.mesh))
-    mngr = _checkpoint_manager(str(workdir), cfg)
+    mngr = manager(str(workdir), cfg)
     state = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(trainer.abstract_state))).state
     mngr.close()

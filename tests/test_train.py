@@ -81,3 +81,125 @@ def test_sharded_run_matches_single_device(tmp_path):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
     with open(tmp_path / "four" / "summary.json") as f:
         assert json.load(f)["mesh"] == {"data": 2, "fsdp": 1, "pipeline": 1, "tensor": 2}
+
+
+# ---------------------------------------------------------------------------- measurements
+
+def test_warmup_has_a_floor_and_no_lr_zero_step():
+    from scaling.config import default_config
+    from scaling.train.optim import WARMUP_FLOOR, optimizer_hparams, warmup_cosine, warmup_steps
+    t = default_config().train
+    for steps, warmup, expected in [(1000, 0.001, WARMUP_FLOOR), (12, 0.05, 3), (3, 0.5, 2),
+                                    (100, 0.0, 0), (100, 50, 50), (100, 200, 99),
+                                    (1000, 0.05, 50), (1, 0.05, 0)]:
+        t.steps, t.warmup = steps, warmup
+        assert warmup_steps(t) == expected, (steps, warmup)
+    t.steps, t.warmup, t.lr = 1000, 0.001, 1e-3   # 0.001 * 1000 would round to 1 step
+    hp = optimizer_hparams(t)
+    lrs = np.array([float(warmup_cosine(s, hp)) for s in range(WARMUP_FLOOR + 2)])
+    assert lrs[0] > 0 and np.isclose(lrs[0], t.lr / WARMUP_FLOOR)
+    assert np.all(np.diff(lrs[:WARMUP_FLOOR]) > 0) and np.isclose(lrs[WARMUP_FLOOR - 1], t.lr)
+    assert lrs[WARMUP_FLOOR + 1] < t.lr  # then the cosine decay
+
+
+def _gathered_windows(monkeypatch, cfg):
+    """Window ids of every row of the validation sample of `cfg` (all eval.batches batches)."""
+    from scaling.data import TokenBatches
+    data = TokenBatches(cfg, cfg.data.val_split)
+    seen = []
+    orig = TokenBatches._gather
+
+    def gather(self, window_ids):
+        seen.extend(int(w) for w in window_ids)
+        return orig(self, window_ids)
+    monkeypatch.setattr(TokenBatches, "_gather", gather)
+    n = min(cfg.eval.batches, data.num_batches)
+    batches = [data.spread_batch(i, n) for i in range(n)]
+    monkeypatch.undo()
+    return data.num_windows, seen, batches
+
+
+def test_val_sample_spreads_over_the_whole_split_and_is_fixed(monkeypatch, tmp_path):
+    from scaling.config import resolve
+    from scaling.train.loop import _Run
+    cfg = resolve(tiny_config())
+    cfg.eval.batches = 4
+    num_windows, ids, _ = _gathered_windows(monkeypatch, cfg)
+    n = cfg.eval.batches * cfg.train.batch_size
+    assert len(ids) == n == len(set(ids))                         # distinct windows
+    gaps = np.diff(sorted(ids))
+    assert min(ids) == 0 and max(ids) >= num_windows - 2 * num_windows / n
+    assert gaps.max() <= num_windows / n + 1                      # evenly spread, not a prefix
+    # Two trainers with other models and lr (same data, seq_len, batch) use the same sample.
+    other = resolve(tiny_config(d_model=64, n_heads=4))
+    other.eval.batches, other.train.lr = 4, 1e-2
+    runs = [_Run(c, str(tmp_path / name), 0.0) for c, name in ((cfg, "a"), (other, "b"))]
+    for r in runs:
+        r.close()
+    assert len(runs[0].val_batches) == 4
+    for a, b in zip(*(r.val_batches for r in runs)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_window_mean_loss_val_se_and_summary_counts(tmp_path):
+    from scaling.config import resolve
+    from scaling.data import TokenBatches
+    from scaling.train.optim import warmup_steps
+    cfg = tiny_config()
+    cfg.train.steps, cfg.log.every, cfg.train.warmup = 12, 1, 0.05
+    every = train(cfg, str(tmp_path / "every"), verbose=False)
+    cfg.log.every = 4
+    windowed = train(cfg, str(tmp_path / "windowed"), verbose=False)
+
+    rows1 = [r for r in read_jsonl(tmp_path / "every" / "metrics.jsonl") if "loss" in r]
+    rows4 = [r for r in read_jsonl(tmp_path / "windowed" / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows4] == [4, 8, 12]
+    per_step = [r["loss"] for r in rows1]
+    for r in rows4:  # the mean over the window, not the window's last batch
+        np.testing.assert_allclose(r["loss"], np.mean(per_step[r["step"] - 4:r["step"]]),
+                                   rtol=1e-6)
+    assert rows4[0]["loss"] != per_step[3]
+    # Warmup: step 1 (optimizer step 0) trains at lr / warmup > 0; warmup has its floor.
+    w = warmup_steps(resolve(cfg).train)
+    assert every["warmup_steps"] == w == 3
+    np.testing.assert_allclose(rows1[0]["lr"], cfg.train.lr / w, rtol=1e-6)
+    np.testing.assert_allclose(rows1[w - 1]["lr"], cfg.train.lr, rtol=1e-6)
+
+    for s in (every, windowed):
+        assert s["val_loss_se"] > 0 and s["val_sequences"] == cfg.eval.batches * 8
+        tokens = 12 * 8 * 32
+        assert s["steps"] == 12 and s["tokens"] == tokens
+        assert s["tokens_per_param"] == tokens / s["params_total"]
+        assert s["tokens_per_param_ne"] == tokens / s["params_non_embedding"]
+        split = TokenBatches(resolve(cfg), cfg.data.train_split)
+        assert s["epochs"] == tokens / (split.num_windows * 32) and 0 < s["epochs"] < 1
+    val = [r for r in read_jsonl(tmp_path / "every" / "metrics.jsonl") if r.get("split") == "val"]
+    assert val[-1]["val_loss"] == every["val_loss"] and val[-1]["val_loss_se"] > 0
+    assert windowed["val_loss"] == every["val_loss"]  # same training, same fixed sample
+
+
+def test_summary_writes_non_finite_numbers_as_null(tmp_path):
+    from scaling.sweeps.store import write_summary
+
+    def strict(name):
+        raise ValueError(f"bare {name} in summary.json")
+    out = write_summary(str(tmp_path), {"loss": float("nan"), "mfu": float("inf"),
+                                        "val_loss": np.float32(2.5), "mesh": {"x": [np.nan, 1]}})
+    with open(tmp_path / "summary.json") as f:
+        got = json.loads(f.read(), parse_constant=strict)
+    assert got == out == {"loss": None, "mfu": None, "val_loss": 2.5, "mesh": {"x": [None, 1]}}
+
+
+def test_results_table_carries_the_guardrail_columns(tmp_path):
+    from scaling.sweeps.runner import collect
+    tdir = tmp_path / "trials" / "t1"
+    os.makedirs(tdir)
+    (tmp_path / "sweep.json").write_text(json.dumps(
+        {"varied": [], "trials": [{"trial_id": "t1", "overrides": {}}]}))
+    s = {"status": "done", "loss": 1.0, "steps": 12, "warmup_steps": 3, "tokens_per_param": 2.0,
+         "tokens_per_param_ne": 5.0, "epochs": 0.25, "val_loss_se": 0.01}
+    (tdir / "summary.json").write_text(json.dumps(s))
+    row = collect(str(tmp_path)).iloc[0]
+    for k in ("steps", "warmup_steps", "tokens_per_param", "tokens_per_param_ne", "epochs",
+              "val_loss_se"):
+        assert row[k] == s[k], k

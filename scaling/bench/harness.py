@@ -45,7 +45,7 @@ from scaling.parallel import mesh as mesh_lib
 from scaling.config import default_config, resolve
 from scaling.fileio import write_json_atomic
 from scaling.train.mfu import datasheet_peak, measured_matmul_peak
-from scaling.model.transformer import Transformer
+from scaling.model.transformer import Transformer, abstract_model
 
 # name -> (d_model, n_layers, n_heads, seq_len, batch): the shapes of the plain-decoder table in
 # docs/toolchain-facts.md, so the two can be compared. Default run ≈ 3-4 min on 2 cores.
@@ -117,7 +117,7 @@ def machine() -> dict:
 
 def compile_trainer(cfg, events: CacheEvents) -> dict:
     """Trace+lower and compile init/step/eval of a fresh `Trainer` (in-memory caches cleared)."""
-    from scaling.train.loop import Trainer
+    from scaling.train.step import Trainer
     jax.clear_caches()
     h0, m0 = events.hits, events.misses
     t0 = time.perf_counter()
@@ -126,7 +126,7 @@ def compile_trainer(cfg, events: CacheEvents) -> dict:
     batch = jax.ShapeDtypeStruct((B, t.seq_len + 1), jnp.int32, sharding=trainer.batch_sharding)
     lowered = [trainer.init.lower(t.seed),
                trainer.jit_step.lower(trainer.abstract_state, batch, trainer.hparams),
-               trainer.eval_loss.lower(trainer.abstract_state["params"], batch)]
+               trainer.eval_losses.lower(trainer.abstract_state["params"], batch)]
     t1 = time.perf_counter()
     compiled = [lo.compile() for lo in lowered]
     t2 = time.perf_counter()
@@ -261,8 +261,7 @@ def decode_speed(cfg, new_tokens: int, batch: int = 4, prompt: int = 32) -> dict
     c = cfg.copy_and_resolve_references()
     c.model.pos, c.model.max_len = "rope", 0  # learned positions would cap length at seq_len
     c = resolve(c)
-    abstract = nnx.eval_shape(lambda: Transformer(c.model, nnx.Rngs(params=0)))
-    graphdef, _ = nnx.split(abstract)
+    graphdef, _ = nnx.split(abstract_model(c.model))
     state = jax.jit(lambda: nnx.state(Transformer(c.model, nnx.Rngs(params=0))))()
     model = nnx.merge(graphdef, state)
     prompt_BP = jax.random.randint(jax.random.key(1), (batch, prompt), 0, 256, jnp.int32)
@@ -345,7 +344,7 @@ def bench_size(name, shape, *, peak, ds_peak, baseline, events, repeats, decode_
 
 def ablations(shape, *, events, repeats) -> dict:
     """Scan vs unrolled layers, remat policies and bf16 compute on one size, each vs the default."""
-    from scaling.train.loop import Trainer
+    from scaling.train.step import Trainer
 
     variants = {"default (unrolled)": {}, "scan_unroll=1 (rolled)": {"scan_unroll": 1},
                 # remat implies the rolled loop under the default scan_unroll=0 (see model.py)

@@ -31,7 +31,7 @@ from scaling.bench import RESULTS_DIR
 from scaling.config import default_config, resolve  # noqa: E402
 from scaling.parallel.mesh import check_divisibility, make_mesh  # noqa: E402
 from scaling.parallel.gpipe import bubble_fraction, num_microbatches  # noqa: E402
-from scaling.train.loop import Trainer  # noqa: E402
+from scaling.train.step import Trainer  # noqa: E402
 
 # (name, mesh axes, microbatches, reference without pipeline for the measured bubble)
 MESHES = [

@@ -277,6 +277,17 @@ class TokenBatches:
 
     __getitem__ = batch
 
+    def spread_batch(self, i: int, num_batches: int) -> np.ndarray:
+        """This process's rows of batch `i` of a fixed sample of `num_batches` batches whose
+        windows are evenly spread over the whole split (for validation: every part of the split
+        counts, not its first documents). Batch i holds every num_batches-th of the
+        num_batches * batch_size evenly spaced windows, so each batch spans the split too. The
+        sample depends only on the data, seq_len, batch_size and num_batches (paired across
+        runs); with fewer windows than that, windows repeat."""
+        n = num_batches * self.batch_size
+        ids_N = np.arange(n, dtype=np.int64) * self.num_windows // n
+        return self._gather(ids_N[i::num_batches])
+
     def iterate(self, start_step: int = 0) -> Iterator[np.ndarray]:
         """Batches from `start_step` on, forever (resume = pass the restored step)."""
         step = start_step

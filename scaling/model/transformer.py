@@ -244,3 +244,11 @@ class Transformer(nnx.Module):
         logits_BTV = self.embed.attend(x_BTD) if self.cfg.tie_embeddings else self.head(x_BTD)
         return logits_BTV.astype(jnp.float32)
 
+
+def abstract_model(cfg_model) -> Transformer:
+    """The Transformer for `cfg_model` with shape/dtype leaves only (no memory, no compute).
+
+    The one way to get its graphdef, parameter shapes and logical partition specs: for
+    shardings, optimizer-state shapes and checkpoint restore targets.
+    """
+    return nnx.eval_shape(lambda: Transformer(cfg_model, nnx.Rngs(params=0)))

@@ -41,15 +41,17 @@ from scaling.sweeps.store import (finished, read_plan, read_summary, record_fail
 def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False) -> dict:
     """Train one trial; a failure is recorded in its summary.json and error.txt, not raised
     (the sweep goes on with the next trial). Returns the summary."""
-    from scaling.train.loop import train  # JAX: imported when a trial runs, not at CLI start-up
+    # JAX: imported when a trial runs, not at CLI start-up
+    from scaling.evals.trained import evaluate_trained
+    from scaling.train.loop import summary_text, train
     from tqdm.auto import tqdm
 
     bar = tqdm(total=cfg.train.steps, desc=f"trial {label}", unit="step", leave=False,
                mininterval=0.5, disable=not progress)
     try:
         s = train(cfg, tdir, on_step=lambda step, total: bar.update(step - bar.n), verbose=False)
-        print(f"[{label}]: loss {s['loss']:.4f} val_loss {s['val_loss']:.4f} "
-              f"({s['wall_s']:.1f}s, {s['tokens_per_s']:,.0f} tok/s)", flush=True)
+        s = evaluate_trained(tdir, s)  # task evals (eval.tasks), after training
+        print(f"[{label}]: {summary_text(s)}", flush=True)
         return s
     except UserError:
         raise

@@ -35,7 +35,9 @@ def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
         row = {"trial_id": t["trial_id"], **{k: t["overrides"].get(k) for k in plan["varied"]}}
         for col in RESULT_COLUMNS[1:]:
             row[col] = s.get(col, math.nan)
-        row.update({k: s.get(k, math.nan) for k in ("steps", "tokens_per_s", "mfu")})
+        row.update({k: s.get(k, math.nan) for k in (
+            "steps", "warmup_steps", "tokens_per_param", "tokens_per_param_ne", "epochs",
+            "val_loss_se", "tokens_per_s", "mfu")})
         row["error"] = s.get("error", "")
         row.update(eval_columns(tdir))  # task metrics (scaling/evals), if the trial has eval.jsonl
         rows.append(row)
@@ -50,7 +52,7 @@ def dry_run(trials: list[Trial], probe_steps: int = 3) -> pd.DataFrame:
     from scaling import counting
     from scaling.parallel import mesh as mesh_lib
     from scaling.data import TokenBatches
-    from scaling.train.loop import Trainer
+    from scaling.train.step import Trainer
 
     rates: dict[str, float] = {}
     rows = []

@@ -22,7 +22,7 @@ import os
 from typing import Iterator
 
 from scaling.errors import UserError
-from scaling.fileio import atomic_write, read_jsonl, write_json_atomic
+from scaling.fileio import json_safe, atomic_write, read_jsonl, write_json_atomic
 
 PLAN = "sweep.json"
 SUMMARY = "summary.json"
@@ -50,8 +50,11 @@ def read_summary(tdir: str) -> dict | None:
     return s if isinstance(s, dict) else None
 
 
-def write_summary(tdir: str, summary: dict) -> None:
-    write_json_atomic(os.path.join(tdir, SUMMARY), summary)
+def write_summary(tdir: str, summary: dict) -> dict:
+    """Write the trial's summary atomically as strict JSON; returns what was written."""
+    safe = json_safe(summary)
+    write_json_atomic(os.path.join(tdir, SUMMARY), safe)
+    return safe
 
 
 def record_failure(tdir: str, error: str, details: str) -> dict:

@@ -1,0 +1,104 @@
+"""Checkpoints of a run: the orbax manager, save, restore, and loading a trained model.
+
+A checkpoint `<workdir>/checkpoints/<step>/` holds the train state ("state": the pytree of
+`scaling.train.step.Trainer`) and a small JSON ("meta": step, seed, wall seconds so far). orbax
+commits each one atomically, so only finished checkpoints are ever listed.
+
+Every read goes through `restore`, one idiom for both uses: training resume restores the whole
+state onto the run's shardings; `load_trained` restores only `state["params"]` (orbax partial
+restore, the optimizer state is not read) onto one local device. Both take the newest
+checkpoint that reads back (`restore_latest`), stepping past damaged ones.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from scaling.config import ConfigDict, from_json_file
+from scaling.model.transformer import Transformer, abstract_model
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def manager(workdir: str, cfg: ConfigDict | None = None) -> ocp.CheckpointManager:
+    """The run's checkpoint manager: writable (async saves, keeps `checkpoint.keep`) given the
+    run's `cfg`, read-only without it."""
+    if cfg is None:
+        options = ocp.CheckpointManagerOptions(read_only=True)
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=cfg.checkpoint.keep, create=True,
+                                               enable_async_checkpointing=True)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
+    """Start an (async) save of `state` and `meta` as checkpoint `step`."""
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+                                             meta=ocp.args.JsonSave(meta)))
+
+
+def restore(mngr: ocp.CheckpointManager, step: int, target, *, partial: bool = False):
+    """(state, meta) of checkpoint `step`, laid out like `target` (a pytree of
+    `jax.ShapeDtypeStruct` with shardings). `partial`: `target` names a subtree (e.g.
+    {"params": ...}) and nothing else is read."""
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=partial),
+        meta=ocp.args.JsonRestore()))
+    return restored.state, restored.meta
+
+
+def restore_latest(mngr: ocp.CheckpointManager, target, *, partial: bool = False,
+                   move_aside: bool = True):
+    """(step, state, meta) from the newest checkpoint that restores, else None.
+
+    orbax only lists committed (atomically finalised) checkpoints; one that is committed but
+    damaged (a truncated or deleted file) is skipped with a warning for the one before it. With
+    `move_aside` (a writable manager), it is renamed to `<step>.corrupt.<time>` (kept for
+    inspection) so that the step can be saved again.
+    """
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            state, meta = restore(mngr, step, target, partial=partial)
+        except Exception as e:  # noqa: BLE001 - any failure to read means: try an older one
+            print(f"warning: checkpoint {step} in {mngr.directory} is unreadable "
+                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); trying an older one",
+                  file=sys.stderr, flush=True)
+            if move_aside:
+                bad = os.path.join(str(mngr.directory), str(step))
+                os.replace(bad, f"{bad}.corrupt.{int(time.time())}")
+                mngr.reload()
+            continue
+        return step, state, meta
+    return None
+
+
+def load_trained(workdir: str, step: int | None = None) -> tuple[ConfigDict, Transformer]:
+    """(cfg, model) of a trained run: its config.json and the params of checkpoint `step`
+    (default: the newest readable one), on this process's first device whatever mesh the run
+    was trained on. No checkpoint: FileNotFoundError."""
+    cfg = from_json_file(os.path.join(workdir, "config.json"))
+    graphdef, abstract_params = nnx.split(abstract_model(cfg.model), nnx.Param)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {"params": jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+        nnx.to_pure_dict(abstract_params))}
+    with manager(workdir) as mngr:
+        if step is None:
+            found = restore_latest(mngr, target, partial=True, move_aside=False)
+        elif step in mngr.all_steps():
+            found = (step, *restore(mngr, step, target, partial=True))
+        else:
+            found = None
+    if found is None:
+        what = "checkpoint" if step is None else f"checkpoint {step}"
+        raise FileNotFoundError(f"no readable {what} under {checkpoint_dir(workdir)}")
+    return cfg, nnx.merge(graphdef, found[1]["params"])
