@@ -106,14 +106,14 @@ def _num(df: pd.DataFrame, col: str) -> np.ndarray:
 def screen_trials(df: pd.DataFrame, loss_col: str | None = None) -> tuple[pd.DataFrame, list[Warning]]:
     """Drop trials that did not finish or diverged (status != done, non-finite loss) and warn.
 
+    Only a sweep's results table (one with a ``status`` column) has trials: a plain CSV of
+    points keeps its rows, so that a NaN there stays an input error of the fit.
     Then run :func:`check_trials` on the kept rows. Returns ``(kept, warnings)``.
     """
+    if "status" not in df.columns:
+        return df, check_trials(df)
     ids = _ids(df)
-    reasons = {}
-    if "status" in df.columns:
-        for tid, s in zip(ids, df["status"].astype(str)):
-            if s != "done":
-                reasons[tid] = s
+    reasons = {tid: s for tid, s in zip(ids, df["status"].astype(str)) if s != "done"}
     for col in dict.fromkeys(c for c in (loss_col, "loss") if c and c in df.columns):
         for tid, x in zip(ids, _num(df, col)):
             if not np.isfinite(x) and tid not in reasons:

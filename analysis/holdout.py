@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import least_squares
 
 from analysis.errors import AnalysisInputError
 from analysis.fits.isoflop import budget_groups, fit_isoflop, isoflop_optima
@@ -146,8 +147,31 @@ def _measured_optimum(N, L, c, D=None) -> dict:
     return {"N_opt": float(N[i]), "loss_opt": float(L[i]), "interior": False}
 
 
+def _fit_lopt(C, L) -> dict:
+    """The optimal loss per budget as ``L_opt = E + k_L C^l`` (l < 0) from >= 4 budgets, where a
+    saturating law can be told from a line; from fewer, the pure power law ``k_L C^l`` (E = 0)."""
+    C, L = np.asarray(C, float), np.asarray(L, float)
+    l_exp, l_icpt = fit_loglog(C, L)
+    law = {"E": 0.0, "k_L": float(np.exp(l_icpt)), "l": l_exp}
+    if len(C) < 4:
+        return law
+    x = np.log(C / C.min())  # scaled so the prefactor stays O(L)
+
+    def resid(p):
+        return p[0] + np.exp(p[1] + p[2] * x) - L
+    start = [0.5 * L.min(), np.log(0.5 * L.max()), min(l_exp * 2, -1e-3)]
+    r = least_squares(resid, start, bounds=([0, -50, -5], [L.min(), 50, 0]))
+    if r.success and np.sum(r.fun ** 2) < np.sum((_lopt(law, C) - L) ** 2):
+        law = {"E": float(r.x[0]), "k_L": float(np.exp(r.x[1]) * C.min() ** -r.x[2]), "l": float(r.x[2])}
+    return law
+
+
+def _lopt(law: dict, C):
+    return law["E"] + law["k_L"] * np.asarray(C, float) ** law["l"]
+
+
 def holdout_isoflop(N, C, L, spec: HoldoutSpec, *, D=None, budgets=None, **fit_kw):
-    """Approach 2 on the kept budgets: N_opt = k_N C^a and L_opt = k_L C^l from their optima
+    """Approach 2 on the kept budgets: N_opt = k_N C^a and L_opt = E + k_L C^l from their optima
     predict each held-out budget's optimum, compared with that budget's own parabola minimum.
 
     Returns ``(fit, holdout)``: ``holdout["points"]`` has per held-out budget ``C``,
@@ -160,8 +184,7 @@ def holdout_isoflop(N, C, L, spec: HoldoutSpec, *, D=None, budgets=None, **fit_k
     D_ = None if D is None else np.asarray(D, float)
     fit = _fit_rest(fit_isoflop, spec, N[~m], C[~m], L[~m], D=None if D_ is None else D_[~m], **fit_kw)
     opt = fit["optima"]
-    l_exp, l_icpt = fit_loglog([o["C"] for o in opt], [o["loss_opt"] for o in opt])
-    fit["L_opt_law"] = {"l": l_exp, "k_L": float(np.exp(l_icpt))}
+    fit["L_opt_law"] = law = _fit_lopt([o["C"] for o in opt], [o["loss_opt"] for o in opt])
     rows = {"C": [], "N_opt_observed": [], "N_opt_predicted": [], "interior": []}
     obs_l, pred_l = [], []
     for c in np.unique(labels[m]):
@@ -173,12 +196,12 @@ def holdout_isoflop(N, C, L, spec: HoldoutSpec, *, D=None, budgets=None, **fit_k
         rows["N_opt_predicted"].append(float(fit["k_N"] * c_eff ** fit["a"]))
         rows["interior"].append(meas["interior"])
         obs_l.append(meas["loss_opt"])
-        pred_l.append(float(fit["L_opt_law"]["k_L"] * c_eff ** l_exp))
+        pred_l.append(float(_lopt(law, c_eff)))
     res = _summary(spec, obs_l, pred_l, rows, int((~m).sum()))
     n_err = [abs(p["N_opt_predicted"] - p["N_opt_observed"]) / p["N_opt_observed"] for p in res["points"]]
     for p, e in zip(res["points"], n_err):
         p["N_opt_abs_rel_error"] = float(e)
     res["median_N_opt_abs_rel_error"] = float(np.median(n_err))
     res["in_sample"] = {"observed": [o["loss_opt"] for o in opt],
-                        "predicted": [float(fit["L_opt_law"]["k_L"] * o["C"] ** l_exp) for o in opt]}
+                        "predicted": [float(_lopt(law, o["C"])) for o in opt]}
     return fit, res
