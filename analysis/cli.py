@@ -304,22 +304,21 @@ def _fit_envelope(args) -> int:
 @_handles_input_errors
 def _plot(args) -> int:
     from analysis.fits.chinchilla import fit_parametric
-    from analysis.guardrails import check_fit, format_warnings, screen_trials
+    from analysis.guardrails import check_sweep, format_warnings, screen_trials
     from analysis.plots.sweep import plot_sweep
     from analysis.load import default_loss_col, fit_arrays, load_results
 
     raw = load_results(args.dir)
     loss_col = args.loss_col or default_loss_col(raw)
-    df, warns = screen_trials(raw, loss_col)
+    df = screen_trials(raw, loss_col)[0]
     fit = None
     if not args.no_fit:
         try:
             N, D, L = fit_arrays(df, [args.n_col, "tokens", loss_col])
             fit = fit_parametric(N, D, L)
-            C = fit_arrays(df, ["flops"])[0] if "flops" in df.columns else 6 * N * D
-            warns += _table_warnings(df, N, C, L) + check_fit(fit, "chinchilla", N=N, D=D)
         except AnalysisInputError as exc:  # too few / bad points: plot the data without the fit
             print(f"note: no fitted curves ({exc})", file=sys.stderr)
+    warns = check_sweep(raw, fit, n_col=args.n_col, loss_col=loss_col)
     if warns:
         print(format_warnings(warns), file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.dir) / "plots"

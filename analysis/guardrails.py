@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis.fits.isoflop import budget_groups
 
-__all__ = ["Warning", "screen_trials", "check_trials", "check_plan", "check_isoflop", "check_fit",
+__all__ = ["Warning", "screen_trials", "check_trials", "check_plan", "check_isoflop", "check_fit", "check_sweep",
            "check_points", "format_warnings", "MIN_STEPS", "MAX_WARMUP_FRACTION", "MAX_EPOCHS",
            "MIN_DISTINCT", "MIN_SIZES_PER_BUDGET", "MIN_BUDGETS", "MAX_CI_WIDTH", "BOUND_TOL",
            "SEARCH_BOUNDS", "EXPONENTS"]
@@ -347,3 +347,19 @@ def check_fit(fit: dict, kind: str, *, N=None, D=None) -> list[Warning]:
     """Fit-level checks for ``kind`` in chinchilla|kaplan|isoflop|envelope: constants at a search
     bound, exponents whose interval is too wide, and (given N, D) too few distinct N or D."""
     return check_points(kind, N, D) + _check_bounds(fit, kind) + _check_intervals(fit, kind)
+
+
+def check_sweep(df: pd.DataFrame, fit: dict | None = None, *, n_col: str = "params_non_embedding",
+                d_col: str = "tokens", loss_col: str = "val_loss") -> list[Warning]:
+    """Every guardrail for a sweep's results table and its Chinchilla ``fit`` (None: not fitted):
+    trial screening and checks, IsoFLOP edges when the table has ``sweep.budget``, fit checks.
+    What ``scaling plot`` prints and what a sweep report stores in fit.json."""
+    kept, warns = screen_trials(df, loss_col)
+    cols = [n_col, d_col, loss_col]
+    if len(kept) and all(c in kept.columns for c in cols):
+        N, D, L = (_num(kept, c) for c in cols)
+        if "sweep.budget" in kept.columns:
+            C = _num(kept, "flops") if "flops" in kept.columns else 6 * N * D
+            warns += check_isoflop(N, C, L, trial_ids=_ids(kept), budgets=_num(kept, "sweep.budget"))
+        warns += check_points("chinchilla", N, D)
+    return warns + (_check_bounds(fit, "chinchilla") + _check_intervals(fit, "chinchilla") if fit else [])

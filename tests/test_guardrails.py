@@ -216,3 +216,13 @@ def test_sweep_plan_warns_before_training(tmp_path, capsys):
                                                   "warning: [data-repeated"], err
     assert "will run fewer than 200" in lines[0] and ": 100)" in lines[0]
     assert "40%" in lines[1] and "epochs" in lines[2]
+
+
+def test_check_sweep_collects_table_and_fit_warnings():
+    df = _issue_grid_rows()
+    df.loc[0, "status"] = "failed"
+    fit = {"E": 1.0, "A": 50.0, "B": 2000.0, "alpha": 0.3, "beta": 0.3, "ci": {"alpha": [0.01, 1.5]}}
+    codes = _codes(g.check_sweep(df, fit))
+    assert codes[0] == "trial-excluded" and {"too-few-steps", "isoflop-edge", "wide-interval"} <= set(codes)
+    good = _good_rows().assign(params_non_embedding=[1e6, 2e6, 4e6, 8e6], tokens=[1e8, 3e8, 1e9, 3e9])
+    assert _codes(g.check_sweep(good, None)) == ["too-few-points"]  # 4 points, fine per trial
