@@ -226,3 +226,18 @@ def test_check_sweep_collects_table_and_fit_warnings():
     assert codes[0] == "trial-excluded" and {"too-few-steps", "isoflop-edge", "wide-interval"} <= set(codes)
     good = _good_rows().assign(params_non_embedding=[1e6, 2e6, 4e6, 8e6], tokens=[1e8, 3e8, 1e9, 3e9])
     assert _codes(g.check_sweep(good, None)) == ["too-few-points"]  # 4 points, fine per trial
+
+
+def test_sweep_report_stores_warnings_in_fit_json(tmp_path, monkeypatch, capsys):
+    from analysis.fits import chinchilla
+    from scaling.sweeps.runner import report
+
+    # the fit itself is tested elsewhere; a fixed one keeps this test free of the JAX compile
+    monkeypatch.setattr(chinchilla, "fit_parametric",
+                        lambda N, D, L, **kw: {"E": 1.0, "A": 50.0, "B": 2000.0, "alpha": 0.3, "beta": 0.3})
+    df = _issue_grid_rows().assign(loss=lambda d: d["val_loss"], wall_s=1.0)
+    report(str(tmp_path), df)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    codes = {w["code"] for w in fit["warnings"]}
+    assert {"too-few-steps", "isoflop-edge"} <= codes
+    assert "warning: [isoflop-edge] budget C=3e+11" in capsys.readouterr().err

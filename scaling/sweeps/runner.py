@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 
@@ -288,6 +289,7 @@ def _planned_steps(tdir: str, summary: dict) -> int:
 def report(workdir: str, df: pd.DataFrame) -> None:
     """Print the table, fit Chinchilla's law when the grid allows, draw the plots."""
     from analysis.fits import chinchilla as chinchilla
+    from analysis.guardrails import check_sweep, format_warnings
     from analysis.plots import sweep as plots
 
     cols = ["trial_id", "params_non_embedding", "tokens", "flops", "loss", "val_loss", "wall_s",
@@ -301,6 +303,11 @@ def report(workdir: str, df: pd.DataFrame) -> None:
         fit = chinchilla.fit_parametric(done["params_non_embedding"].to_numpy(float),
                                         done["tokens"].to_numpy(float),
                                         done["val_loss"].to_numpy(float))
+    warns = check_sweep(df, fit)  # one line each on stderr, and stored in fit.json
+    if warns:
+        print(format_warnings(warns), file=sys.stderr, flush=True)
+    if fit is not None:
+        fit["warnings"] = [w.to_dict() for w in warns]
         write_json_atomic(os.path.join(workdir, "fit.json"), fit)
         print("Chinchilla fit L(N,D) = E + A/N^alpha + B/D^beta (N non-embedding, val loss): "
               + ", ".join(f"{k}={fit[k]:.4g}" for k in ("E", "A", "B", "alpha", "beta")))
