@@ -71,9 +71,12 @@ def _print_result(result: dict, as_json: bool, keys) -> None:
 
 
 def _load_table(args):
-    from analysis.load import completed, load_results
+    """The finished, finite trials of the table and the guardrail warnings about its trials."""
+    from analysis.guardrails import screen_trials
+    from analysis.load import load_results
 
-    df = completed(load_results(args.data))
+    df = load_results(args.data)
+    df, warns = screen_trials(df, _loss_col(args, df))
     if getattr(args, "drop_highest", 0):
         loss_col = _loss_col(args, df)
         k = int(args.drop_highest)
@@ -82,7 +85,45 @@ def _load_table(args):
         # Epoch's rule: keep loss < sorted(loss)[-K] (drops the K highest; ties go too)
         thresh = np.sort(df[loss_col].to_numpy(float))[-k]
         df = df[df[loss_col].to_numpy(float) < thresh]
-    return df
+    return df, warns
+
+
+def _budgets(df):
+    """The IsoFLOP budget label per row (``sweep.budget``) when the sweep has one, else None."""
+    if "sweep.budget" not in df.columns:
+        return None
+    b = np.asarray(df["sweep.budget"], float)
+    return b if np.all(np.isfinite(b)) else None
+
+
+def _trial_ids(df):
+    return df["trial_id"].astype(str).tolist() if "trial_id" in df.columns else None
+
+
+def _table_warnings(df, N, C, L):
+    """Guardrails that need the table: IsoFLOP edges whenever the sweep has budgets."""
+    from analysis.guardrails import check_isoflop
+
+    budgets = _budgets(df)
+    return [] if budgets is None else check_isoflop(N, C, L, trial_ids=_trial_ids(df), budgets=budgets)
+
+
+def _emit_warnings(res: dict, warns) -> dict:
+    """Print each warning on one stderr line and store them under ``res["warnings"]``."""
+    from analysis.guardrails import format_warnings
+
+    if warns:
+        print(format_warnings(warns), file=sys.stderr)
+    res["warnings"] = [w.to_dict() for w in warns]
+    return res
+
+
+def _flops(args, df, N, D):
+    """C per row: --c-col, else the trainer's ``flops`` column, else 6ND (tables without FLOPs)."""
+    from analysis.load import fit_arrays
+
+    col = args.c_col or ("flops" if "flops" in df.columns else None)
+    return fit_arrays(df, [col])[0] if col else 6.0 * N * D
 
 
 def _loss_col(args, df):
@@ -111,11 +152,52 @@ def _n_d_l(args, df):
 def _fit_chinchilla(args) -> int:
     from analysis.fits.chinchilla import fit_parametric
 
-    df = _load_table(args)
+    from analysis.guardrails import check_fit
+
+    df, warns = _load_table(args)
     N, D, L = _n_d_l(args, df)
-    res = fit_parametric(N, D, L, delta=args.delta, grid=args.grid, bootstrap=args.bootstrap, seed=args.seed)
-    res = {"method": "chinchilla", **res}
+    kw = dict(delta=args.delta, grid=args.grid, bootstrap=args.bootstrap, seed=args.seed)
+    if args.holdout:
+        return _holdout("chinchilla", args, df, (N, D, L), warns, **kw)
+    res = fit_parametric(N, D, L, **kw)
+    warns += _table_warnings(df, N, _flops(args, df, N, D), L) + check_fit(res, "chinchilla", N=N, D=D)
+    res = _emit_warnings({"method": "chinchilla", **res}, warns)
     _print_result(res, args.json, ["E", "A", "B", "alpha", "beta", "a", "b", "G", "loss"])
+    return 0
+
+
+def _holdout(kind, args, df, arrays, warns, **fit_kw) -> int:
+    """``--holdout``: fit the kept points, predict the held-out ones, print, draw, warn.
+
+    ``arrays`` is (N, D, L) for chinchilla and kaplan, (N, C, L) for isoflop.
+    """
+    from analysis import holdout as ho
+    from analysis.guardrails import check_fit
+    from analysis.plots.holdout import plot_holdout
+
+    spec = ho.parse_holdout(args.holdout)
+    if kind == "isoflop":
+        fit, res = ho.holdout_isoflop(*arrays, spec, budgets=_budgets(df), **fit_kw)
+    else:
+        N, D, L = arrays
+        fn = ho.holdout_parametric if kind == "chinchilla" else ho.holdout_kaplan
+        fit, res = fn(N, D, L, _flops(args, df, N, D), spec, budgets=_budgets(df), trial_ids=_trial_ids(df),
+                      **fit_kw)
+    data = Path(args.data)
+    out = Path(args.plot_dir) if args.plot_dir else (data if data.is_dir() else data.parent) / "plots"
+    res["plot"] = plot_holdout(res, out, kind)[0]
+    res.pop("in_sample")
+    warns += check_fit(fit, kind)
+    result = _emit_warnings({"method": kind, **fit, "holdout": res}, warns)
+    if args.json:
+        _print_result(result, True, [])
+        return 0
+    print(f"{kind} fit on {res['n_fit']} points, holding out {res['n_heldout']} ({spec.text}):")
+    for p in res["points"]:
+        name = p.get("trial_id") or (f"C={p['C']:.3g}" + (f" N={p['N']:.3g}" if "N" in p else ""))
+        print(f"  {name:>24}  observed {p['observed']:.4f}  predicted {p['predicted']:.4f}  "
+              f"|rel. err| {100 * p['abs_rel_error']:.2f}%")
+    print(f"median |rel. err| {100 * res['median_abs_rel_error']:.2f}%  (plot: {res['plot']})")
     return 0
 
 
@@ -140,6 +222,9 @@ def _add_data_args(p, *, d_col=True):
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap refits for CIs (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.add_argument("--holdout", default=None, metavar="SPEC",
+                   help="fit without the largest budgets and predict them: top-budget, top-k:K or 'flops>=X'")
+    p.add_argument("--plot-dir", default=None, help="folder for the --holdout plot (default: DATA/plots)")
 
 
 @_handles_input_errors
@@ -147,7 +232,9 @@ def _fit_kaplan(args) -> int:
     from analysis.fits.kaplan import fit_kaplan
     from analysis.load import fit_arrays
 
-    df = _load_table(args)
+    from analysis.guardrails import check_fit
+
+    df, warns = _load_table(args)
     loss_col = _loss_col(args, df)
     if args.c_col and args.d_col_given is False:
         N, C, L = fit_arrays(df, [args.n_col, args.c_col, loss_col])
@@ -155,7 +242,11 @@ def _fit_kaplan(args) -> int:
     else:
         N, D, L = fit_arrays(df, [args.n_col, args.d_col, loss_col])
         C = fit_arrays(df, [args.c_col])[0] if args.c_col else None
+    if args.holdout:
+        return _holdout("kaplan", args, df, (N, D, L), warns, bootstrap=args.bootstrap, seed=args.seed)
     res = {"method": "kaplan", **fit_kaplan(N, D, L, C=C, bootstrap=args.bootstrap, seed=args.seed)}
+    warns += _table_warnings(df, N, 6 * N * D if C is None else C, L) + check_fit(res, "kaplan", N=N, D=D)
+    _emit_warnings(res, warns)
     if args.json:
         _print_result(res, True, [])
     else:
@@ -170,11 +261,20 @@ def _fit_isoflop(args) -> int:
     from analysis.fits.isoflop import fit_isoflop
     from analysis.load import fit_arrays
 
-    df = _load_table(args)
+    from analysis.guardrails import check_fit, check_isoflop
+
+    df, warns = _load_table(args)
     N, C, L = fit_arrays(df, [args.n_col, args.c_col or "flops", _loss_col(args, df)])
     D = fit_arrays(df, [args.d_col])[0] if args.d_col in df.columns else None
-    res = fit_isoflop(N, C, L, D=D, bootstrap=args.bootstrap, seed=args.seed)
-    res = {"method": "isoflop", **res}
+    warns += check_isoflop(N, C, L, trial_ids=_trial_ids(df), budgets=_budgets(df))
+    if args.holdout:
+        return _holdout("isoflop", args, df, (N, C, L), warns, D=D, bootstrap=args.bootstrap, seed=args.seed)
+    try:
+        res = fit_isoflop(N, C, L, D=D, bootstrap=args.bootstrap, seed=args.seed)
+    except AnalysisInputError:
+        _emit_warnings({}, warns)  # e.g. every minimum at an edge: the warnings say which way to go
+        raise
+    res = _emit_warnings({"method": "isoflop", **res}, warns + check_fit(res, "isoflop"))
     _print_result(res, args.json, ["a", "b", "k_N", "k_D", "n_budgets"])
     return 0
 
@@ -182,13 +282,16 @@ def _fit_isoflop(args) -> int:
 @_handles_input_errors
 def _fit_envelope(args) -> int:
     from analysis.fits.envelope import curve_flops, fit_envelope
-    from analysis.load import completed, load_curves, load_results
+    from analysis.guardrails import check_fit, screen_trials
+    from analysis.load import load_curves, load_results
 
     if not Path(args.data).is_dir():
         raise AnalysisInputError(f"{args.data} is not a directory; envelope fits need a sweep dir with trials/*/metrics.jsonl")
-    cur = curve_flops(load_curves(args.data), completed(load_results(args.data)), n_col=args.n_col)
+    results, warns = screen_trials(load_results(args.data))
+    cur = curve_flops(load_curves(args.data), results, n_col=args.n_col)
     res = fit_envelope(cur, n_bins=args.bins, bootstrap=args.bootstrap, seed=args.seed)
-    res = {"method": "envelope", **res}
+    warns += check_fit(res, "envelope", N=cur["N"].to_numpy(float))
+    res = _emit_warnings({"method": "envelope", **res}, warns)
     if not args.json:
         res.pop("envelope")
     _print_result(res, args.json, ["a", "b", "k_N", "k_D"])
@@ -201,11 +304,13 @@ def _fit_envelope(args) -> int:
 @_handles_input_errors
 def _plot(args) -> int:
     from analysis.fits.chinchilla import fit_parametric
+    from analysis.guardrails import check_sweep, format_warnings, screen_trials
     from analysis.plots.sweep import plot_sweep
-    from analysis.load import completed, default_loss_col, fit_arrays, load_results
+    from analysis.load import default_loss_col, fit_arrays, load_results
 
-    df = completed(load_results(args.dir))
-    loss_col = args.loss_col or default_loss_col(df)
+    raw = load_results(args.dir)
+    loss_col = args.loss_col or default_loss_col(raw)
+    df = screen_trials(raw, loss_col)[0]
     fit = None
     if not args.no_fit:
         try:
@@ -213,6 +318,9 @@ def _plot(args) -> int:
             fit = fit_parametric(N, D, L)
         except AnalysisInputError as exc:  # too few / bad points: plot the data without the fit
             print(f"note: no fitted curves ({exc})", file=sys.stderr)
+    warns = check_sweep(raw, fit, n_col=args.n_col, loss_col=loss_col)
+    if warns:
+        print(format_warnings(warns), file=sys.stderr)
     out = Path(args.out) if args.out else Path(args.dir) / "plots"
     for p in plot_sweep(df, out, fit=fit, n_col=args.n_col, loss_col=loss_col):
         print(p)

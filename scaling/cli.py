@@ -81,6 +81,7 @@ def cmd_sweep(args) -> int:
         raise UserError("--launcher slurm needs submitit: pip install -e '.[slurm]'")
     setup_jax()
     from scaling.sweeps.runner import run_sweep
+    _warn_plan(args.config, args.overrides)
     slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
              "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb,
              "array_parallelism": args.slurm_array_parallelism,
@@ -93,6 +94,36 @@ def cmd_sweep(args) -> int:
     from analysis.report import report_sweep
     report_sweep(args.workdir)  # table, fit, plots from the results the runner just collected
     return code
+
+
+def _warn_plan(spec, overrides) -> None:
+    """Guardrails on the planned trials (steps, warmup, epochs, mixtures) before any training.
+
+    Epochs need the train split's size: read from the token cache (built on first use, as the
+    first trial would); if the data cannot be opened here, the epochs check is skipped.
+    """
+    from analysis.guardrails import check_plan, format_warnings
+    from scaling import counting
+    from scaling.data.batches import load_tokens
+    from scaling.sweeps.runner import expand
+    from scaling.train.loop import optimizer_hparams
+
+    sizes: dict[str, float] = {}
+    rows = []
+    for t in expand(spec, overrides)[0]:
+        d, c = counting.describe(t.cfg), t.cfg
+        key = json.dumps([c.data.to_dict(), c.data.train_split], sort_keys=True)
+        if key not in sizes:
+            try:
+                sizes[key] = float(len(load_tokens(c.data, c.data.train_split)))
+            except (UserError, OSError):
+                sizes[key] = float("nan")
+        rows.append({"trial_id": t.trial_id, "steps": c.train.steps, "epochs": d["tokens"] / sizes[key],
+                     "warmup_steps": float(optimizer_hparams(c.train)["warmup"]),
+                     "data.mixture": c.data.mixture, "data.name": c.data.name})
+    warns = check_plan(rows)
+    if warns:
+        print(format_warnings(warns), file=sys.stderr, flush=True)
 
 
 def cmd_eval(args) -> int:
