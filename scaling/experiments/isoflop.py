@@ -34,6 +34,9 @@ MIN_STEPS = 500
 MAX_EPOCHS = 4.0
 TRAIN_TOKENS = 3_900_000   # KJV train split, byte tokens (approximate; the trainer reports epochs)
 SIZES_PER_BUDGET = 6
+# Extra seeds (data order and init) for one budget: the seed-to-seed spread is the noise floor
+# that fitted differences must exceed.
+EXTRA_SEEDS = {3e11: [1]}
 # lr_opt(N_non_embedding) = LR_RULE[0] * (N / 1e5) ** LR_RULE[1], fitted by `python -m analysis.lr_rule`
 # on experiments/lr_sweep.py (b = -0.39 +- 0.16; d8's optimum was at the grid's top lr, 0.032).
 LR_RULE = (3.07e-3, -0.395)
@@ -83,4 +86,8 @@ def get_sweep(arg=None):
     points = []
     for c in budgets:
         points += grid.isoflop(base, [c], sizes_for(base, c))
+    if arg != "pilot":
+        for c, seeds in EXTRA_SEEDS.items():
+            points += [{**p, "train.seed": s} for s in seeds
+                       for p in grid.isoflop(base, [c], sizes_for(base, c))]
     return grid.per_size(points, lambda p: {"train.lr": lr_for(_n_ne(base, p)[0])})
