@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from scaling.config import ConfigDict, from_json_file
-from scaling.model.transformer import DTYPES, Transformer, sinusoidal_positions
+from scaling.model.transformer import Transformer, init_cache
 
 
 class Generation(NamedTuple):
@@ -45,44 +45,14 @@ class Beams(NamedTuple):
 
 # ---------------------------------------------------------------------------- the cached forward
 
-def init_cache(cfg_model: ConfigDict, batch: int, cache_len: int) -> dict[str, jax.Array]:
-    """Zeroed keys and values, each [L, B, S, G, K] in the compute dtype."""
-    m = cfg_model
-    shape = (m.n_layers, batch, cache_len, m.n_kv_heads, m.d_model // m.n_heads)
-    return {"k": jnp.zeros(shape, DTYPES[m.dtype]), "v": jnp.zeros(shape, DTYPES[m.dtype])}
-
-
 def forward_with_cache(graphdef, params, tokens_BT: jax.Array, cache: dict, index,
                        start_B: jax.Array) -> tuple[jax.Array, dict]:
-    """Logits [B, T, V] for `tokens_BT` placed at cache slots [index, index + T).
+    """The model's own `__call__` with a cache, as a pure function of (graphdef, params).
 
-    Earlier slots must already hold the keys/values of the earlier tokens (prefill: index 0 and
-    the whole prompt). `start_B` is each row's first real slot (left padding). Returns the
-    logits and the updated cache; equal to the full forward pass over the unpadded sequence.
+    Logits [B, T, V] for `tokens_BT` at cache slots [index, index + T), and the updated cache;
+    see `Transformer.__call__`.
     """
-    model = nnx.merge(graphdef, params)
-    cfg = model.cfg
-    T, S = tokens_BT.shape[1], cache["k"].shape[2]
-    slot_T = index + jnp.arange(T)
-    pos_BT = jnp.maximum(slot_T[None, :] - start_B[:, None], 0)  # pads (negative) get 0
-    key_1S, query_T1 = jnp.arange(S)[None, :], slot_T[:, None]
-    # Causal over slots, hiding the row's left padding. A padding query sees itself only, so no
-    # row of the mask is empty (its output is never used).
-    mask_BTS = (key_1S <= query_T1)[None] & (
-        (key_1S[None] >= start_B[:, None, None]) | (key_1S == query_T1)[None])
-
-    x_BTD = model.embed(tokens_BT)
-    if cfg.pos == "learned":
-        x_BTD = x_BTD + model.pos_embed[...][pos_BT].astype(x_BTD.dtype)
-    elif cfg.pos == "sinusoidal":
-        x_BTD = x_BTD + sinusoidal_positions(S, cfg.d_model)[pos_BT].astype(x_BTD.dtype)
-
-    @nnx.scan(in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0, 0))
-    def run_blocks(x_BTD, block, k_BSGK, v_BSGK):
-        return block.decode(x_BTD, k_BSGK, v_BSGK, index, pos_BT, mask_BTS)
-
-    x_BTD, k_LBSGK, v_LBSGK = run_blocks(x_BTD, model.blocks, cache["k"], cache["v"])
-    return model.logits(x_BTD), {"k": k_LBSGK, "v": v_LBSGK}
+    return nnx.merge(graphdef, params)(tokens_BT, cache=cache, index=index, start_B=start_B)
 
 
 # ---------------------------------------------------------------------------- sampling
