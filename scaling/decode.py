@@ -101,7 +101,8 @@ class _Static:
         return isinstance(other, _Static) and self.key == other.key
 
 
-def _split(model: Transformer):
+def split_for_jit(model: Transformer):
+    """(hashable graphdef, params dict): the model as arguments of a jitted function."""
     graphdef, state = nnx.split(model, nnx.Param)
     return _Static(graphdef, model.cfg), nnx.to_pure_dict(state)
 
@@ -145,7 +146,7 @@ def generate(model: Transformer, prompt_BP, *, max_new_tokens: int, prompt_lengt
     prompt_BP, lengths_B, cache_len = _prepare(model, prompt_BP, prompt_lengths, max_new_tokens,
                                                cache_len)
     rng = jax.random.key(0) if rng is None else rng
-    static, params = _split(model)
+    static, params = split_for_jit(model)
     return _generate(static, params, prompt_BP, lengths_B, rng, max_new_tokens=max_new_tokens,
                      cache_len=cache_len, temperature=float(temperature), top_k=int(top_k),
                      top_p=float(top_p), stop_tokens=tuple(int(t) for t in stop_tokens),
@@ -212,7 +213,7 @@ def beam_search(model: Transformer, prompt_BP, *, beam_size: int, max_new_tokens
     """
     prompt_BP, lengths_B, cache_len = _prepare(model, prompt_BP, prompt_lengths, max_new_tokens,
                                                cache_len)
-    static, params = _split(model)
+    static, params = split_for_jit(model)
     return _beam_search(static, params, prompt_BP, lengths_B, beam_size=int(beam_size),
                         max_new_tokens=max_new_tokens, cache_len=cache_len,
                         alpha=float(length_penalty),

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from scaling.data.batches import load_tokens
-from scaling.decode import _split, generate
+from scaling.decode import generate, split_for_jit
 from scaling.errors import UserError
 from scaling.tasks import Task, get_task, parse_shots, split_specs
 
@@ -91,7 +91,7 @@ def teacher_forced(model, prompts: list[list[int]], targets: list[list[int]]) ->
     for b, (p, s) in enumerate(zip(prompts, seqs)):
         tokens_BT[b, :len(s)] = s
         mask_BT[b, len(p):len(s)] = True
-    static, params = _split(model)
+    static, params = split_for_jit(model)
     lp, correct, brier, count = jax.device_get(_teacher_forced(static, params, tokens_BT, mask_BT))
     return {"logprob": float(np.mean(lp)), "token_acc": float(correct.sum() / count.sum()),
             "brier": float(brier.sum() / count.sum())}
