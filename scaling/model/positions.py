@@ -14,9 +14,10 @@ import jax.numpy as jnp
 def sinusoidal_positions(positions: int | jax.Array, D: int) -> jax.Array:
     """The fixed sin/cos embedding of Vaswani et al. 2017: [T, D] for positions 0..T-1 given an
     int T, or [..., D] for an int array of positions."""
-    pos = jnp.arange(positions) if isinstance(positions, int) else positions
+    pos = (jnp.arange(positions, dtype=jnp.float32) if isinstance(positions, int)
+           else positions.astype(jnp.float32))
     inv_freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, D, 2, dtype=jnp.float32) / D)
-    ang_XD2 = pos.astype(jnp.float32)[..., None] * inv_freq
+    ang_XD2 = pos[..., None] * inv_freq
     return jnp.concatenate([jnp.sin(ang_XD2), jnp.cos(ang_XD2)], axis=-1)[..., :D]
 
 
