@@ -18,6 +18,16 @@ import sys
 from scaling.display import print_table
 from scaling.errors import UserError
 from scaling.startup import setup_jax
+from scaling.tasks import DEFAULT_SUITE  # numpy only: cheap at start-up
+
+
+_EVAL_HELP = """Task evaluations of a trained run (its config.json + latest checkpoint) -> eval.jsonl.
+
+Settings come from the run's eval.* config; --config.eval.KEY=VALUE overrides them. When
+eval.tasks is empty (the default), the default suite runs (scaling/tasks.py, DEFAULT_SUITE):
+  {suite}
+and any --config.eval.* flag replaces its part, e.g.
+  scaling eval --workdir RUN --config.eval.tasks=addition,modular --config.eval.shots=0,4"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,9 +152,13 @@ def cmd_eval(args) -> int:
         cfg, model = load_trained(args.workdir)
     except FileNotFoundError as e:
         raise UserError(f"{e}: train the run first") from e
-    validate(apply_overrides(cfg, overrides))
-    if not cfg.eval.tasks:
-        raise UserError("no tasks to evaluate: pass --config.eval.tasks=addition,icl_mapping,...")
+    apply_overrides(cfg, overrides)
+    if not cfg.eval.tasks:  # the run names no tasks: the default suite, flags still win
+        apply_overrides(cfg, {f"eval.{k}": v for k, v in DEFAULT_SUITE.items()
+                              if k == "tasks" or f"eval.{k}" not in overrides})
+        print(f"eval: the run sets no eval.tasks; default suite {cfg.eval.tasks} "
+              f"(shots {cfg.eval.shots}, {cfg.eval.examples} examples)")
+    validate(cfg)
     secs = run_and_write(cfg, model, args.workdir, log=print)
     print(f"eval: {secs:.1f}s -> {os.path.join(args.workdir, 'eval.jsonl')}")
     return 0
@@ -226,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sweep)
 
     sp = sub.add_parser("eval", help="task evaluations (k-shot, CoT, self-consistency) of a "
-                                     "trained run -> eval.jsonl")
+                                     "trained run -> eval.jsonl",
+                        description=_EVAL_HELP.format(suite=" ".join(
+                            f"eval.{k}={v}" for k, v in DEFAULT_SUITE.items())),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("--workdir", required=True, help="a trained run (trial) directory")
     sp.set_defaults(func=cmd_eval, config=None)  # config: accepts --config.eval.* overrides
 

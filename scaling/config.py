@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 import ml_collections
 
 from scaling.errors import UserError
+from scaling.tasks import check_eval_config
 
 ConfigDict = ml_collections.ConfigDict
 # Experiments ship inside the package (scaling/experiments/, linked as experiments/ at the repo
@@ -106,7 +107,8 @@ def default_config() -> ConfigDict:
     # (no dependency, microseconds per log step: on), W&B project name ("" = off; needs wandb).
     c.log = ConfigDict(dict(every=10, tensorboard=True, wandb=""))
     c.eval = ConfigDict(dict(every=0, batches=8))     # validation loss; every=0: only at the end
-    # Task evaluations after training (scaling/evals/run.py); tasks "" = none.
+    # Task evaluations after training (scaling/evals/run.py); tasks "" = none after training, the
+    # default suite for `scaling eval` (scaling/tasks.py, DEFAULT_SUITE).
     c.eval.update(dict(tasks="", examples=32, shots="0,1,2,4,8", sc_samples=5, sc_shots=-1,
                        temperature=0.8, top_k=40, seed=1234))
     return c
@@ -393,9 +395,7 @@ def validate(cfg: ConfigDict) -> None:
         _check(v == -1 or v >= 1, f"mesh.{axis} must be >= 1 or -1 (fill), got {v}")
     _check(sum(cfg.mesh[a] == -1 for a in ("data", "fsdp", "tensor", "pipeline")) <= 1,
            "at most one mesh axis may be -1 (fill the remaining devices)")
-    if cfg.data.mixture or cfg.eval.tasks:  # lazy: the default config never imports tasks
-        from scaling.evals.run import check_eval_config
-        check_eval_config(cfg)
+    check_eval_config(cfg)
 
 
 def to_json(cfg: ConfigDict) -> str:

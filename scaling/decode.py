@@ -27,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 from scaling.config import ConfigDict
-from scaling.model.transformer import DTYPES, Transformer, sinusoidal_positions
+from scaling.model.transformer import Transformer, init_cache
 
 
 class Generation(NamedTuple):
@@ -45,44 +45,14 @@ class Beams(NamedTuple):
 
 # ---------------------------------------------------------------------------- the cached forward
 
-def init_cache(cfg_model: ConfigDict, batch: int, cache_len: int) -> dict[str, jax.Array]:
-    """Zeroed keys and values, each [L, B, S, G, K] in the compute dtype."""
-    m = cfg_model
-    shape = (m.n_layers, batch, cache_len, m.n_kv_heads, m.d_model // m.n_heads)
-    return {"k": jnp.zeros(shape, DTYPES[m.dtype]), "v": jnp.zeros(shape, DTYPES[m.dtype])}
-
-
 def forward_with_cache(graphdef, params, tokens_BT: jax.Array, cache: dict, index,
                        start_B: jax.Array) -> tuple[jax.Array, dict]:
-    """Logits [B, T, V] for `tokens_BT` placed at cache slots [index, index + T).
+    """The model's own `__call__` with a cache, as a pure function of (graphdef, params).
 
-    Earlier slots must already hold the keys/values of the earlier tokens (prefill: index 0 and
-    the whole prompt). `start_B` is each row's first real slot (left padding). Returns the
-    logits and the updated cache; equal to the full forward pass over the unpadded sequence.
+    Logits [B, T, V] for `tokens_BT` at cache slots [index, index + T), and the updated cache;
+    see `Transformer.__call__`.
     """
-    model = nnx.merge(graphdef, params)
-    cfg = model.cfg
-    T, S = tokens_BT.shape[1], cache["k"].shape[2]
-    slot_T = index + jnp.arange(T)
-    pos_BT = jnp.maximum(slot_T[None, :] - start_B[:, None], 0)  # pads (negative) get 0
-    key_1S, query_T1 = jnp.arange(S)[None, :], slot_T[:, None]
-    # Causal over slots, hiding the row's left padding. A padding query sees itself only, so no
-    # row of the mask is empty (its output is never used).
-    mask_BTS = (key_1S <= query_T1)[None] & (
-        (key_1S[None] >= start_B[:, None, None]) | (key_1S == query_T1)[None])
-
-    x_BTD = model.embed(tokens_BT)
-    if cfg.pos == "learned":
-        x_BTD = x_BTD + model.pos_embed[...][pos_BT].astype(x_BTD.dtype)
-    elif cfg.pos == "sinusoidal":
-        x_BTD = x_BTD + sinusoidal_positions(S, cfg.d_model)[pos_BT].astype(x_BTD.dtype)
-
-    @nnx.scan(in_axes=(nnx.Carry, 0, 0, 0), out_axes=(nnx.Carry, 0, 0))
-    def run_blocks(x_BTD, block, k_BSGK, v_BSGK):
-        return block.decode(x_BTD, k_BSGK, v_BSGK, index, pos_BT, mask_BTS)
-
-    x_BTD, k_LBSGK, v_LBSGK = run_blocks(x_BTD, model.blocks, cache["k"], cache["v"])
-    return model.logits(x_BTD), {"k": k_LBSGK, "v": v_LBSGK}
+    return nnx.merge(graphdef, params)(tokens_BT, cache=cache, index=index, start_B=start_B)
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -131,7 +101,8 @@ class _Static:
         return isinstance(other, _Static) and self.key == other.key
 
 
-def _split(model: Transformer):
+def split_for_jit(model: Transformer):
+    """(hashable graphdef, params dict): the model as arguments of a jitted function."""
     graphdef, state = nnx.split(model, nnx.Param)
     return _Static(graphdef, model.cfg), nnx.to_pure_dict(state)
 
@@ -175,7 +146,7 @@ def generate(model: Transformer, prompt_BP, *, max_new_tokens: int, prompt_lengt
     prompt_BP, lengths_B, cache_len = _prepare(model, prompt_BP, prompt_lengths, max_new_tokens,
                                                cache_len)
     rng = jax.random.key(0) if rng is None else rng
-    static, params = _split(model)
+    static, params = split_for_jit(model)
     return _generate(static, params, prompt_BP, lengths_B, rng, max_new_tokens=max_new_tokens,
                      cache_len=cache_len, temperature=float(temperature), top_k=int(top_k),
                      top_p=float(top_p), stop_tokens=tuple(int(t) for t in stop_tokens),
@@ -242,7 +213,7 @@ def beam_search(model: Transformer, prompt_BP, *, beam_size: int, max_new_tokens
     """
     prompt_BP, lengths_B, cache_len = _prepare(model, prompt_BP, prompt_lengths, max_new_tokens,
                                                cache_len)
-    static, params = _split(model)
+    static, params = split_for_jit(model)
     return _beam_search(static, params, prompt_BP, lengths_B, beam_size=int(beam_size),
                         max_new_tokens=max_new_tokens, cache_len=cache_len,
                         alpha=float(length_penalty),

@@ -16,6 +16,9 @@ tasks key on the operand set (`operand_key`), so `58+67=` and its swapped twin `
 fall in the same split: an eval question's twin is never in pretraining.
 
 Spec strings name a task with optional knobs: "addition", "addition(digits=3)".
+
+Also here, so that scaling/config.py can check them without importing jax: the checks of
+`data.mixture` and `eval.*` (`check_eval_config`) and the default evaluation suite.
 """
 from __future__ import annotations
 
@@ -348,3 +351,71 @@ def get_task(spec: str, **context) -> Task:
         return factory(**knobs)
     except TypeError as e:
         raise UserError(f"task {spec!r}: bad knob ({e})") from e
+
+
+# ---------------------------------------------------------------------------- config checks
+
+# What `scaling eval --workdir RUN` evaluates when the run's `eval.tasks` is empty: every kind of
+# task (arithmetic with chain of thought, induction, in-context mapping, the corpus) at 0 and
+# 2 shots. Compilation dominates its time: ~30 s of one CPU core for a tiny model, cold
+# (~60 s with self-consistency sampling, hence sc_samples=0). Flags override any part.
+DEFAULT_SUITE = dict(tasks="addition,copy,icl_mapping,text", shots="0,2", examples=16,
+                     sc_samples=0)
+
+
+def parse_shots(text: str) -> list[int]:
+    """"0,1,2,4" -> [0, 1, 2, 4] (sorted, unique); UserError if not ints >= 0."""
+    try:
+        shots = sorted({int(s) for s in str(text).split(",") if s.strip()})
+    except ValueError:
+        raise UserError(f"eval.shots={text!r}: write comma-separated ints, e.g. 0,1,2,4,8") from None
+    if not shots or shots[0] < 0:
+        raise UserError(f"eval.shots={text!r}: give at least one k >= 0")
+    return shots
+
+
+def parse_mixture(text: str, corpus: str) -> dict[str, float]:
+    """"kjv:0.5,addition:0.5" -> {"kjv": 0.5, "addition": 0.5} (normalised); UserError if bad."""
+    weights: dict[str, float] = {}
+    for item in split_specs(text):
+        name, colon, w = item.rpartition(":")
+        if not colon or not name.strip():
+            raise UserError(f"data.mixture item {item!r}: write NAME:WEIGHT, e.g. "
+                            f"{corpus}:0.5,addition:0.5")
+        try:
+            weight = float(w)
+        except ValueError:
+            raise UserError(f"data.mixture item {item!r}: weight {w!r} is not a number") from None
+        if not weight >= 0:
+            raise UserError(f"data.mixture item {item!r}: weight must be >= 0")
+        name = name.strip()
+        if name != corpus:
+            get_task(name)  # raises on an unknown task or bad knob
+            if name.startswith("text"):
+                raise UserError(f"data.mixture: 'text' is the corpus; name it {corpus!r}")
+        weights[name] = weights.get(name, 0.0) + weight
+    total = sum(weights.values())
+    if total <= 0:
+        raise UserError(f"data.mixture={text!r} has no positive weight")
+    return {k: v / total for k, v in weights.items()}
+
+
+def check_eval_config(cfg) -> None:
+    """One-line UserErrors for data.mixture and eval.* (called by scaling.config.validate)."""
+    if cfg.data.mixture:
+        parse_mixture(cfg.data.mixture, cfg.data.name)
+    e = cfg.eval
+    for spec in split_specs(e.tasks):
+        get_task(spec)
+    shots = parse_shots(e.shots)
+    for key in ("examples", "sc_samples", "top_k"):
+        if e[key] < 0 or (key == "examples" and e[key] == 0):
+            raise UserError(f"eval.{key} must be {'> 0' if key == 'examples' else '>= 0'}, "
+                            f"got {e[key]}")
+    if e.temperature <= 0 and e.sc_samples:
+        raise UserError(f"eval.temperature must be > 0 for self-consistency sampling, "
+                        f"got {e.temperature} (or set eval.sc_samples=0)")
+    if e.sc_samples and e.sc_shots >= 0 and e.sc_shots not in shots:
+        # Self-consistency runs only at k = sc_shots: outside eval.shots it would never run.
+        raise UserError(f"eval.sc_shots={e.sc_shots} is not in eval.shots={e.shots!r}: add it "
+                        f"to eval.shots, set eval.sc_shots=-1 (the largest k) or eval.sc_samples=0")

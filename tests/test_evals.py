@@ -112,6 +112,33 @@ def test_train_writes_eval_jsonl_and_cli_eval(tmp_path):
     assert bad.returncode == 2 and "no trained run" in bad.stderr
 
 
+def test_cli_eval_without_flags_runs_the_default_suite(tmp_path):
+    """A run trained with no eval.tasks: `scaling eval --workdir RUN` runs DEFAULT_SUITE."""
+    from scaling.tasks import DEFAULT_SUITE, parse_shots, split_specs
+    from scaling.train.loop import train
+    c = tiny_config()
+    c.train.update(steps=2, seq_len=96)
+    train(c, str(tmp_path), verbose=False)
+    assert not (tmp_path / "eval.jsonl").exists()
+    r = run_cli("eval", "--workdir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "default suite" in r.stdout
+    rows = [json.loads(line) for line in open(tmp_path / "eval.jsonl")]
+    tasks = split_specs(DEFAULT_SUITE["tasks"])
+    assert {x["task"] for x in rows} == set(tasks) and len(tasks) >= 3
+    assert {x["shots"] for x in rows if x["task"] == "addition"} == set(
+        parse_shots(DEFAULT_SUITE["shots"]))
+    assert {x["n"] for x in rows} == {DEFAULT_SUITE["examples"]}
+    assert all(np.isfinite(x["value"]) for x in rows)
+    # A flag replaces its part of the suite; the rest stays.
+    r = run_cli("eval", "--workdir", str(tmp_path), "--config.eval.examples=2",
+                "--config.eval.shots=0")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in open(tmp_path / "eval.jsonl")]
+    assert {x["task"] for x in rows} == set(tasks) and {x["shots"] for x in rows} == {0}
+    assert {x["n"] for x in rows} == {2}
+
+
 def test_collect_adds_eval_columns(tmp_path):
     from scaling.sweeps.runner import collect
     tdir = tmp_path / "trials" / "t1"

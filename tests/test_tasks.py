@@ -97,6 +97,20 @@ def test_config_validates_mixture_and_eval_keys():
         resolve(c)
 
 
+def test_sc_shots_outside_shots_is_refused():
+    """Self-consistency runs only at k = eval.sc_shots: a k not in eval.shots is a UserError."""
+    c = tiny_config()
+    c.eval.update(shots="0,1,2", sc_shots=3)
+    with pytest.raises(UserError, match=r"eval.sc_shots=3 is not in eval.shots") as e:
+        resolve(c)
+    assert "\n" not in str(e.value)
+    for fix in (dict(shots="0,1,2,3"), dict(sc_shots=-1), dict(sc_shots=2), dict(sc_samples=0)):
+        c = tiny_config()
+        c.eval.update(shots="0,1,2", sc_shots=3)
+        c.eval.update(fix)
+        resolve(c)  # each fix named in the message passes
+
+
 def test_mixture_batches_pure_and_weighted():
     c = tiny_config()
     c.train.update(batch_size=64, seq_len=64)

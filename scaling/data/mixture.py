@@ -5,41 +5,14 @@
 Each row of each training batch picks its source with a generator keyed by (seed, step, row);
 a task row is train-split task text generated from the same key, cut to seq_len + 1 tokens.
 So `batch(step)` stays a pure function of (seed, step) and resume stays exact. The corpus name
-is `data.name`; corpus rows are the ordinary shuffled windows of the same step.
+is `data.name`; corpus rows are the ordinary shuffled windows of the same step. The spec is parsed and
+checked by `scaling.tasks.parse_mixture` (beside the tasks, so config validation needs no data code).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from scaling.errors import UserError
-
-
-def parse_mixture(text: str, corpus: str) -> dict[str, float]:
-    """"kjv:0.5,addition:0.5" -> {"kjv": 0.5, "addition": 0.5} (normalised); UserError if bad."""
-    from scaling.tasks import get_task, split_specs
-
-    weights: dict[str, float] = {}
-    for item in split_specs(text):
-        name, colon, w = item.rpartition(":")
-        if not colon or not name.strip():
-            raise UserError(f"data.mixture item {item!r}: write NAME:WEIGHT, e.g. "
-                            f"{corpus}:0.5,addition:0.5")
-        try:
-            weight = float(w)
-        except ValueError:
-            raise UserError(f"data.mixture item {item!r}: weight {w!r} is not a number") from None
-        if not weight >= 0:
-            raise UserError(f"data.mixture item {item!r}: weight must be >= 0")
-        name = name.strip()
-        if name != corpus:
-            get_task(name)  # raises on an unknown task or bad knob
-            if name.startswith("text"):
-                raise UserError(f"data.mixture: 'text' is the corpus; name it {corpus!r}")
-        weights[name] = weights.get(name, 0.0) + weight
-    total = sum(weights.values())
-    if total <= 0:
-        raise UserError(f"data.mixture={text!r} has no positive weight")
-    return {k: v / total for k, v in weights.items()}
+from scaling.tasks import get_task, parse_mixture
 
 
 class MixedBatches:
@@ -51,8 +24,6 @@ class MixedBatches:
 
     def __init__(self, corpus_batches, weights: dict[str, float], corpus: str, seed: int,
                  seq_len: int, rows: slice):
-        from scaling.tasks import get_task
-
         self.corpus_batches, self.seed, self.seq_len, self.rows = corpus_batches, seed, seq_len, rows
         self.names = list(weights)
         self.p = np.array([weights[n] for n in self.names])

@@ -25,42 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.data.batches import load_tokens
+from scaling.decode import generate, split_for_jit
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
-from scaling.tasks import Task, get_task, split_specs
+from scaling.tasks import Task, get_task, parse_shots, split_specs
 
 NEWLINE = ord("\n")
 BUCKET = 32      # pad prompt/sequence lengths to multiples of this: fewer recompilations
-
-
-# ---------------------------------------------------------------------------- config
-
-def parse_shots(text: str) -> list[int]:
-    try:
-        shots = sorted({int(s) for s in str(text).split(",") if s.strip()})
-    except ValueError:
-        raise UserError(f"eval.shots={text!r}: write comma-separated ints, e.g. 0,1,2,4,8") from None
-    if not shots or shots[0] < 0:
-        raise UserError(f"eval.shots={text!r}: give at least one k >= 0")
-    return shots
-
-
-def check_eval_config(cfg) -> None:
-    """One-line UserErrors for data.mixture and eval.* (called by scaling.config.validate)."""
-    from scaling.data.mixture import parse_mixture
-    if cfg.data.mixture:
-        parse_mixture(cfg.data.mixture, cfg.data.name)
-    e = cfg.eval
-    for spec in split_specs(e.tasks):
-        get_task(spec)
-    parse_shots(e.shots)
-    for key in ("examples", "sc_samples", "top_k"):
-        if e[key] < 0 or (key == "examples" and e[key] == 0):
-            raise UserError(f"eval.{key} must be {'> 0' if key == 'examples' else '>= 0'}, "
-                            f"got {e[key]}")
-    if e.temperature <= 0 and e.sc_samples:
-        raise UserError(f"eval.temperature must be > 0 for self-consistency sampling, "
-                        f"got {e.temperature} (or set eval.sc_samples=0)")
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -113,7 +85,6 @@ def _teacher_forced(static, params, tokens_BT, mask_BT):
 
 def teacher_forced(model, prompts: list[list[int]], targets: list[list[int]]) -> dict:
     """Mean over rows of logprob (summed per target), token_acc and brier (per target token)."""
-    from scaling.decode import _split
     seqs = [p + t for p, t in zip(prompts, targets)]
     T = _bucket(max(map(len, seqs)), model.cfg.max_len + 1)
     tokens_BT = np.zeros((len(seqs), T), np.int32)       # right-padded: causal, so harmless
@@ -121,7 +92,7 @@ def teacher_forced(model, prompts: list[list[int]], targets: list[list[int]]) ->
     for b, (p, s) in enumerate(zip(prompts, seqs)):
         tokens_BT[b, :len(s)] = s
         mask_BT[b, len(p):len(s)] = True
-    static, params = _split(model)
+    static, params = split_for_jit(model)
     lp, correct, brier, count = jax.device_get(_teacher_forced(static, params, tokens_BT, mask_BT))
     return {"logprob": float(np.mean(lp)), "token_acc": float(correct.sum() / count.sum()),
             "brier": float(brier.sum() / count.sum())}
@@ -142,7 +113,6 @@ def _fit(model, task: Task, seed: int, index: int, k: int, cot: bool, max_new: i
 
 
 def _complete(model, prompts: list[list[int]], max_new: int, **sampling) -> list[str]:
-    from scaling.decode import generate
     P = max(map(len, prompts))
     width = max(P, _bucket(P, model.cfg.max_len - max_new) if model.cfg.pos == "learned"
                 else -(-P // BUCKET) * BUCKET)
@@ -186,7 +156,6 @@ def evaluate_setting(model, task: Task, e, k: int, mode: str, sc: bool) -> list[
 
 def evaluate(cfg, model, *, log=print) -> list[dict]:
     """Every (task, shots, mode, metric) row for `model` under `cfg.eval` (see module doc)."""
-    from scaling.data.batches import load_tokens
     e = cfg.eval
     shots = parse_shots(e.shots)
     sc_k = max(shots) if e.sc_shots < 0 else e.sc_shots
