@@ -103,7 +103,7 @@ def default_config() -> ConfigDict:
     # process_id -1 = from $SCALING_PROCESS_ID or $SLURM_PROCID.
     c.distributed = ConfigDict(dict(coordinator="", num_processes=0, process_id=-1, auto=False))
     c.checkpoint = ConfigDict(dict(every=0, keep=2))  # every=0: only at the end
-    # Mirrors of metrics.jsonl (scaling/sinks.py): TensorBoard event files in <run>/tensorboard
+    # Mirrors of metrics.jsonl (scaling/train/sinks.py): TensorBoard event files in <run>/tensorboard
     # (no dependency, microseconds per log step: on), W&B project name ("" = off; needs wandb).
     c.log = ConfigDict(dict(every=10, tensorboard=True, wandb=""))
     c.eval = ConfigDict(dict(every=0, batches=8))     # validation loss; every=0: only at the end

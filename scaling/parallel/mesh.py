@@ -21,7 +21,7 @@ AXES = ("data", "fsdp", "pipeline", "tensor")
 # logical axis -> mesh axis (or tuple of axes, or None = replicated)
 RULES: dict[str | None, str | tuple[str, ...] | None] = {
     "batch": ("data", "fsdp"),   # FSDP shards the batch too (ZeRO-3 style data parallelism)
-    "layers": "pipeline",        # contiguous layer chunks = pipeline stages (scaling/pipeline.py)
+    "layers": "pipeline",        # contiguous layer chunks = pipeline stages (scaling/parallel/gpipe.py)
     "vocab": "tensor",
     "embed": "fsdp",
     "heads": "tensor",           # Megatron: column-parallel Q/K/V, row-parallel output
