@@ -106,7 +106,7 @@ def _warn_plan(spec, overrides) -> None:
     from scaling import counting
     from scaling.data.batches import load_tokens
     from scaling.sweeps.runner import expand
-    from scaling.train.loop import optimizer_hparams
+    from scaling.train.optim import warmup_steps
 
     sizes: dict[str, float] = {}
     rows = []
@@ -119,7 +119,7 @@ def _warn_plan(spec, overrides) -> None:
             except (UserError, OSError):
                 sizes[key] = float("nan")
         rows.append({"trial_id": t.trial_id, "steps": c.train.steps, "epochs": d["tokens"] / sizes[key],
-                     "warmup_steps": float(optimizer_hparams(c.train)["warmup"]),
+                     "warmup_steps": float(warmup_steps(c.train)),
                      "data.mixture": c.data.mixture, "data.name": c.data.name})
     warns = check_plan(rows)
     if warns:
