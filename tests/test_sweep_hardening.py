@@ -363,3 +363,16 @@ def test_sigterm_to_parallel_sweep_stops_its_workers(tmp_path):
     assert not survivors, f"orphaned workers {survivors}"
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "Traceback" not in err, err
+
+
+def test_metrics_writer_never_appends_through_a_link(tmp_path):
+    from scaling.fileio import JsonlWriter
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, tmp_path / "metrics.jsonl")
+    with pytest.raises(OSError) as e:
+        JsonlWriter(str(tmp_path / "metrics.jsonl")).write({"step": 1})
+    assert e.value.errno == errno.ELOOP and victim.read_text() == "precious"
+    JsonlWriter(str(tmp_path / "metrics.jsonl")).truncate_after(0)  # replaces the link itself
+    JsonlWriter(str(tmp_path / "metrics.jsonl")).write({"step": 1})
+    assert victim.read_text() == "precious" and not os.path.islink(tmp_path / "metrics.jsonl")
