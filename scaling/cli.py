@@ -118,6 +118,10 @@ def _report(workdir: str, df) -> None:
         report_sweep(workdir)  # from the results the runner just collected
     except AnalysisInputError as e:
         print(f"note: no report: {e}", flush=True)
+    except Exception as e:  # the trials and their table are kept: never lose them to a plot
+        print(f"warning: the report failed ({type(e).__name__}: {' '.join(str(e).split())}); "
+              f"the results are in {os.path.join(workdir, 'results.parquet')}; redraw with "
+              f"`scaling plot {workdir}`", file=sys.stderr, flush=True)
 
 
 def _warn_plan(trials) -> None:

@@ -376,3 +376,17 @@ def test_metrics_writer_never_appends_through_a_link(tmp_path):
     JsonlWriter(str(tmp_path / "metrics.jsonl")).truncate_after(0)  # replaces the link itself
     JsonlWriter(str(tmp_path / "metrics.jsonl")).write({"step": 1})
     assert victim.read_text() == "precious" and not os.path.islink(tmp_path / "metrics.jsonl")
+
+
+def test_sweep_exit_code_does_not_depend_on_the_report(finished_sweep, tmp_path, capsys,
+                                                       monkeypatch):
+    import analysis.report
+    from analysis.errors import AnalysisInputError
+    w = _copy(finished_sweep, tmp_path)
+    for exc in (AnalysisInputError("only 5 points"), TypeError("complex")):
+        def broken(*a, _exc=exc, **k):
+            raise _exc
+        monkeypatch.setattr(analysis.report, "report_sweep", broken)
+        assert main(["sweep", "--config", TINY, "--workdir", str(w)]) == 0
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err and str(exc) in captured.out + captured.err
