@@ -7,16 +7,22 @@
     scaling fit      chinchilla DATA [--n-col ...] [--d-col ... | --c-col ...] --loss-col ... [--json]
     scaling plot     DIR
     scaling eval     --workdir TRIAL_DIR [--config.eval.KEY=VALUE ...]
+
+Exit codes (every command): 0 ok; 2 bad input only (config, flags, a grid point the mesh cannot
+split, a directory that cannot be written), one line naming the fix, before anything trains;
+1 a failure while running (a diverged run, a full disk); 128+N stopped by signal N (130 Ctrl-C,
+143 SIGTERM). `scaling sweep`: see SWEEP_EXIT_CODES.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 
 from scaling.display import print_table
-from scaling.errors import UserError
+from scaling.errors import Stopped, UserError, write_failure
 from scaling.startup import setup_jax
 from scaling.tasks import DEFAULT_SUITE  # numpy only: cheap at start-up
 
@@ -28,6 +34,16 @@ eval.tasks is empty (the default), the default suite runs (scaling/tasks.py, DEF
   {suite}
 and any --config.eval.* flag replaces its part, e.g.
   scaling eval --workdir RUN --config.eval.tasks=addition,modular --config.eval.shots=0,4"""
+
+
+SWEEP_EXIT_CODES = """exit codes:
+  0  every trial is done (or the others still run in another process: a note says so;
+     rerun `scaling sweep` or `scaling status DIR` later)
+  1  some or all trials failed (see DIR/trials/<id>/error.txt; rerun with --retry-failed),
+     or did not run
+  2  bad input only: config, flags, a grid point the mesh cannot split, a workdir of another
+     experiment or one that cannot be written; nothing was trained
+  130/143  stopped by Ctrl-C / SIGTERM (workers are stopped too); rerun to resume"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,22 +107,34 @@ def cmd_sweep(args) -> int:
         raise UserError("--launcher slurm needs submitit: pip install -e '.[slurm]'")
     setup_jax()
     from scaling.sweeps.runner import run_sweep
-    _warn_plan(args.config, args.overrides)
     slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus,
              "cpus": args.slurm_cpus, "mem_gb": args.slurm_mem_gb,
              "array_parallelism": args.slurm_array_parallelism,
              "local": True if args.slurm_local else None}
-    code = run_sweep(args.config, args.overrides, args.workdir, retry_failed=args.retry_failed,
+    return run_sweep(args.config, args.overrides, args.workdir, retry_failed=args.retry_failed,
                      plan_only=args.dry_run, launcher=args.launcher, parallel=args.parallel,
-                     slurm=slurm, wait=not args.no_wait)
-    if args.dry_run or (args.launcher == "slurm" and args.no_wait):
-        return code  # nothing trained here (yet): nothing to report
+                     slurm=slurm, wait=not args.no_wait, on_plan=_warn_plan,
+                     on_done=lambda df: _report(args.workdir, df))
+
+
+def _report(workdir: str, df) -> None:
+    """Table, fit and plots of the trials that finished. The exit code is the runner's alone
+    (`runner.outcome`): a report that cannot be made (too few finished trials) is a note."""
+    if not (df["status"] == "done").any():
+        return  # nothing to plot or fit; the runner says why the trials did not finish
+    from analysis.errors import AnalysisInputError
     from analysis.report import report_sweep
-    report_sweep(args.workdir)  # table, fit, plots from the results the runner just collected
-    return code
+    try:
+        report_sweep(workdir)  # from the results the runner just collected
+    except AnalysisInputError as e:
+        print(f"note: no report: {e}", flush=True)
+    except Exception as e:  # the trials and their table are kept: never lose them to a plot
+        print(f"warning: the report failed ({type(e).__name__}: {' '.join(str(e).split())}); "
+              f"the results are in {os.path.join(workdir, 'results.parquet')}; redraw with "
+              f"`scaling plot {workdir}`", file=sys.stderr, flush=True)
 
 
-def _warn_plan(spec, overrides) -> None:
+def _warn_plan(trials) -> None:
     """Guardrails on the planned trials (steps, warmup, epochs, mixtures) before any training.
 
     Epochs need the train split's size: read from the token cache (built on first use, as the
@@ -115,12 +143,11 @@ def _warn_plan(spec, overrides) -> None:
     from analysis.guardrails import check_plan, format_warnings
     from scaling import counting
     from scaling.data.batches import load_tokens
-    from scaling.sweeps.plan import expand
     from scaling.train.optim import warmup_steps
 
     sizes: dict[str, float] = {}
     rows = []
-    for t in expand(spec, overrides)[0]:
+    for t in trials:
         d, c = counting.describe(t.cfg), t.cfg
         key = json.dumps([c.data.to_dict(), c.data.train_split], sort_keys=True)
         if key not in sizes:
@@ -216,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("sweep", help="run an experiment's grid of trials, skipping finished ones")
+    sp = sub.add_parser("sweep", help="run an experiment's grid of trials, skipping finished ones",
+                        epilog=SWEEP_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     with_config(sp, required=False)
     sp.add_argument("--workdir", required=True)
     sp.add_argument("--retry-failed", action="store_true", help="rerun trials that failed")
@@ -272,8 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What else the user can do when a command cannot write where it writes (besides permissions).
+_WRITE_HINTS = {
+    "collect": ", or copy the sweep (cp -r DIR NEW) and collect the copy",
+    "plot": ", or draw the plots elsewhere with --out NEW_DIR",
+    "sweep": ", or copy the sweep (cp -r DIR NEW) and run it there",
+    "train": ", or pass another --workdir",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    args = None
     try:
         rest, overrides = _split_overrides(argv)
         args = build_parser().parse_args(rest)
@@ -287,9 +325,19 @@ def main(argv: list[str] | None = None) -> int:
     except _analysis_input_error() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:  # a signal a command forwarded to its workers (sweep --parallel)
+        print(f"stopped by {signal.Signals(e.signum).name}: workers stopped; finished trials are "
+              f"kept, rerun the same command to resume", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # an unwritable directory (exit 2) or a full disk (exit 1): one line
+        failure = write_failure(e, _WRITE_HINTS.get(getattr(args, "command", None), ""))
+        if failure is None:
+            raise
+        print(f"error: {failure[1]}", file=sys.stderr)
+        return failure[0]
     except Exception as e:  # a failure while running: one line plus where to look
         from scaling.train.loop import TrainingError
         if isinstance(e, TrainingError):

@@ -116,11 +116,23 @@ def default_config() -> ConfigDict:
 
 # ---------------------------------------------------------------------------- loading
 
-def load_experiment(spec: str | None):
-    """Import an experiment file given as `FILE[:ARG]`; returns (module, arg)."""
+def experiment_path(spec: str | None) -> tuple[str, str | None]:
+    """`FILE[:ARG]` -> (the experiment file as found, ARG or None); nothing is imported."""
     spec = spec or DEFAULT_EXPERIMENT
     path, _, arg = spec.partition(":") if not os.path.exists(spec) else (spec, "", "")
-    path = _find_experiment(path)
+    return _find_experiment(path), (arg or None)
+
+
+def experiment_identity(spec: str | None) -> tuple[str, str | None]:
+    """What names an experiment independently of how it was typed: (realpath of the file, ARG).
+    `./x.py`, `x.py` and `/abs/x.py` are one experiment (relative paths against the cwd)."""
+    path, arg = experiment_path(spec)
+    return os.path.realpath(path), arg
+
+
+def load_experiment(spec: str | None):
+    """Import an experiment file given as `FILE[:ARG]`; returns (module, arg)."""
+    path, arg = experiment_path(spec)
     if not os.path.isfile(path):
         raise UserError(f"config file not found: {path!r} (pass --config experiments/NAME.py[:ARG])")
     mod_spec = importlib.util.spec_from_file_location(
@@ -132,7 +144,7 @@ def load_experiment(spec: str | None):
         raise UserError(f"could not import config file {path!r}: {_one_line(e)}") from e
     if not hasattr(module, "get_config"):
         raise UserError(f"config file {path!r} defines no get_config(arg) function")
-    return module, (arg or None)
+    return module, arg
 
 
 def _one_line(e: BaseException) -> str:
@@ -304,6 +316,33 @@ def apply_overrides(cfg: ConfigDict, overrides: dict[str, Any]) -> ConfigDict:
             raise UserError(f"config key {key!r} takes a {type(old).__name__}, got {value!r}")
         node[leaf] = value
     return cfg
+
+
+# ---------------------------------------------------------------------------- result identity
+
+# Keys that never change what a run computes (its losses and evaluations): its label, how it logs
+# and checkpoints, and how the work is laid out on devices and processes. A sweep's trial id
+# hashes everything else (`result_config`), so turning on W&B or checkpoints, renaming, or moving
+# to another mesh keeps every finished trial. Everything else counts, eval.* included
+# (eval.batches changes val_loss).
+NOT_RESULT_KEYS = ("name", "log", "checkpoint", "mesh", "distributed", "pipeline.microbatches")
+
+
+def is_result_key(key: str) -> bool:
+    """Whether a dotted config key can change a run's result (see NOT_RESULT_KEYS)."""
+    return not any(key == k or key.startswith(k + ".") for k in NOT_RESULT_KEYS)
+
+
+def result_config(cfg: ConfigDict) -> dict:
+    """The config as a plain dict without the NOT_RESULT_KEYS: what a run's result depends on."""
+    out = cfg.to_dict()
+    for key in NOT_RESULT_KEYS:
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return out
 
 
 # ---------------------------------------------------------------------------- resolution

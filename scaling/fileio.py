@@ -116,11 +116,16 @@ class JsonlWriter:
         rows = [r for r in read_jsonl(self.path) if not _step_after(r, step)]
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
+    def _open(self):
+        """Append, never through a symlink planted at the path (O_NOFOLLOW: ELOOP instead)."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        return os.fdopen(fd, "a")
+
     def write(self, row: dict) -> None:
-        with open(self.path, "a") as f:
+        with self._open() as f:
             f.write(json.dumps(row) + "\n")
 
     def sync(self) -> None:
         if os.path.exists(self.path):
-            with open(self.path, "a") as f:
+            with self._open() as f:
                 os.fsync(f.fileno())

@@ -143,6 +143,34 @@ CASES = [
         "def get_config(arg=None):\n    return default_config()\n"
         "def get_sweep(arg=None):\n    return []\n")],
      "returned no trials"),
+    ("sweep-get-sweep-raises", lambda t, e: ["sweep", "--config", _write(
+        t, "sweepraises.py", "from scaling.config import default_config\n"
+        "def get_config(arg=None):\n    return default_config()\n"
+        "def get_sweep(arg=None):\n    return [{'train.lr': 1 / 0}]\n")],
+     "get_sweep(None) in"),
+    ("sweep-get-config-raises", lambda t, e: ["sweep", "--config", _write(
+        t, "sweepcfgraises.py", "def get_config(arg=None):\n    raise KeyError(arg)\n"
+        "def get_sweep(arg=None):\n    return [{}]\n") + ":big"],
+     "get_config('big') in"),
+    ("sweep-grid-of-strings", lambda t, e: ["sweep", "--config", _write(
+        t, "strsweep.py", "from scaling.config import default_config\n"
+        "def get_config(arg=None):\n    return default_config()\n"
+        "def get_sweep(arg=None):\n    return 'model.d_model=8'\n")],
+     "returned a str; it must return a list of override dicts"),
+    ("sweep-points-not-dicts", lambda t, e: ["sweep", "--config", _write(
+        t, "listsweep.py", "from scaling.config import default_config\n"
+        "def get_config(arg=None):\n    return default_config()\n"
+        "def get_sweep(arg=None):\n    return ['model.d_model=8']\n")],
+     "point 0 is 'model.d_model=8'; each point must be a dict"),
+    ("sweep-override-of-grid-key", lambda t, e: ["sweep", "--config", TINY,
+                                                 "--config.train.tokens=4096"],
+     "--config.train.tokens conflicts with the sweep grid"),
+    ("sweep-point-needs-more-devices", lambda t, e: ["sweep", "--config", _write(
+        t, "meshsweep.py", "from scaling.config import default_config\n"
+        "def get_config(arg=None):\n    c = default_config()\n    c.train.steps = 2\n"
+        "    return c\n"
+        "def get_sweep(arg=None):\n    return [{}, {'mesh.data': 2}]\n")],
+     "sweep point 1 {'mesh.data': 2}: mesh data=2"),
     ("lr-inf", lambda t, e: ["train", "--config", TINY, "--config.train.lr=1e999"],
      "train.lr must be a finite number > 0, got inf"),
     ("warmup-inf", lambda t, e: ["train", "--config", TINY, "--config.train.warmup=1e999"],

@@ -57,9 +57,9 @@ def make_mesh(cfg_mesh, devices=None) -> Mesh:
     return Mesh(np.asarray(devices).reshape([sizes[a] for a in AXES]), AXES)
 
 
-def check_divisibility(cfg, mesh: Mesh) -> None:
-    """One-line errors for shapes that the mesh cannot split as configured."""
-    s = dict(mesh.shape)
+def check_divisibility(cfg, mesh: Mesh | dict[str, int]) -> None:
+    """One-line errors for shapes that the mesh (a Mesh, or its axis sizes) cannot split."""
+    s = dict(mesh) if isinstance(mesh, dict) else dict(mesh.shape)
     m, t = cfg.model, cfg.train
     batch_shards = s["data"] * s["fsdp"]
     if t.batch_size % batch_shards:
@@ -79,6 +79,14 @@ def check_divisibility(cfg, mesh: Mesh) -> None:
             raise UserError(f"the batch per data shard ({t.batch_size // batch_shards} = "
                             f"train.batch_size/(mesh.data*mesh.fsdp)) is not divisible by "
                             f"pipeline.microbatches={micro}; change either")
+
+
+def check_mesh(cfg, n_devices: int) -> dict[str, int]:
+    """`mesh_shape` + `check_divisibility` for `n_devices` devices, without building a Mesh
+    (so a sweep can check every trial before any trains, with no devices in hand)."""
+    sizes = mesh_shape(cfg.mesh, n_devices)
+    check_divisibility(cfg, sizes)
+    return sizes
 
 
 def logical_sharding(names, shape, mesh: Mesh) -> NamedSharding:

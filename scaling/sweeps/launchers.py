@@ -22,25 +22,28 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
 from scaling.config import ConfigDict
-from scaling.errors import UserError
+from scaling.errors import Stopped, UserError, write_failure
 from scaling.fileio import write_json_atomic
 from scaling.startup import setup_jax
 from scaling.sweeps.plan import expand
-from scaling.sweeps.store import (finished, read_plan, read_summary, record_failure, trial_dir,
-                                  trial_lock)
+from scaling.sweeps.store import (finished, read_plan, read_summary, record_failure,
+                                  repair_config, trial_dir, trial_lock)
 
 
 # ------------------------------------------------------------------ claiming and running a trial
 
 def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False) -> dict:
-    """Train one trial; a failure is recorded in its summary.json and error.txt, not raised
-    (the sweep goes on with the next trial). Returns the summary."""
+    """Train one trial; a failure (a UserError of this trial's config or workdir included) is
+    recorded in its summary.json and error.txt, not raised: one failing trial never stops the
+    others. Returns the summary."""
     # JAX: imported when a trial runs, not at CLI start-up
     from scaling.evals.trained import evaluate_trained
     from scaling.train.loop import summary_text, train
@@ -53,11 +56,11 @@ def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False)
         s = evaluate_trained(tdir, s)  # task evals (eval.tasks), after training
         print(f"[{label}]: {summary_text(s)}", flush=True)
         return s
-    except UserError:
-        raise
     except Exception as e:  # record the failure and go on with the next trial
-        s = record_failure(tdir, f"{type(e).__name__}: {e}", traceback.format_exc())
-        print(f"[{label}]: FAILED {type(e).__name__}: {e}", flush=True)
+        what = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        what = " ".join(what.split())  # one line in the table and on the console
+        s = record_failure(tdir, what, traceback.format_exc())
+        print(f"[{label}]: FAILED {what}", flush=True)
         return s
     finally:
         bar.close()
@@ -73,6 +76,9 @@ def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = Fa
             return "locked"
         if finished(tdir):  # finished by another process between our check and the lock
             return "finished"
+        if repair_config(tdir):  # torn by a kill: the plan holds the config, rewrite it
+            print(f"[{label}]: config.json was unreadable; moved to config.json.damaged and "
+                  f"rewritten from the sweep's plan", flush=True)
         run_trial(cfg, tdir, label, progress=progress)
         return "ran"
 
@@ -136,29 +142,90 @@ def worker_env(k: int, n: int, cpus: list[int], gpus: list[str]) -> dict:
     return env
 
 
-def run_parallel(workdir: str, n: int) -> list[int]:
-    """Start n workers on the sweep in `workdir` (its sweep.json) and wait; returns exit codes."""
+def _parent_death_signal():
+    """Linux: a callable that makes the calling (child) process receive SIGTERM when its parent
+    dies, even by SIGKILL, so a killed sweep never leaves workers training on. None elsewhere.
+    libc is loaded here, in the parent: the child only calls prctl between fork and exec."""
+    try:
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm():
+        prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return arm
+
+
+def _stop_workers(procs: list, signum: int, grace_s: float) -> None:
+    """Forward `signum` to the workers still running, wait up to grace_s for them (they may be
+    saving a checkpoint), then kill what is left. A second signal kills them at once."""
+    def kill_all(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, kill_all)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signum)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def run_parallel(workdir: str, n: int, *, grace_s: float = 60.0) -> list[int]:
+    """Start n workers on the sweep in `workdir` (its sweep.json) and wait; returns exit codes.
+
+    SIGTERM or SIGINT to this process (SLURM preemption, `timeout`, Ctrl-C, a CI cancel) is
+    forwarded to the workers, which are waited for, and then raised here as `Stopped`: no worker
+    outlives the sweep command (their trials resume on the next run)."""
     gpus = visible_gpus()
     if gpus and n > len(gpus):
         raise UserError(f"--parallel {n} needs {n} GPUs (one or more per worker); "
                         f"{len(gpus)} visible")
     cpu_sets = split_cpus(n)
+    arm = _parent_death_signal()
+    on_main = threading.current_thread() is threading.main_thread()  # signal.signal needs it
+    previous = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGINT)
+                } if on_main else {}
     procs = []
-    for k in range(n):
-        cmd = [sys.executable, "-m", "scaling.sweeps.launchers", "worker", workdir, "--id", str(k)]
-        procs.append(subprocess.Popen(
-            cmd, env=worker_env(k, n, cpu_sets[k], gpus),
-            preexec_fn=lambda cpus=cpu_sets[k]: os.sched_setaffinity(0, cpus)))
-        print(f"worker {k}: pid {procs[-1].pid}, cpus {cpu_sets[k]}"
-              + (f", gpus {gpus[k::n]}" if gpus else ""), flush=True)
     try:
+        for k in range(n):
+            cmd = [sys.executable, "-m", "scaling.sweeps.launchers", "worker", workdir,
+                   "--id", str(k)]
+
+            def setup(cpus=cpu_sets[k]):
+                os.sched_setaffinity(0, cpus)
+                if arm is not None:
+                    arm()
+            procs.append(subprocess.Popen(cmd, env=worker_env(k, n, cpu_sets[k], gpus),
+                                          preexec_fn=setup))
+            print(f"worker {k}: pid {procs[-1].pid}, cpus {cpu_sets[k]}"
+                  + (f", gpus {gpus[k::n]}" if gpus else ""), flush=True)
         return [p.wait() for p in procs]
-    except BaseException:  # Ctrl-C: stop our workers; their trials resume on the next run
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
+    except BaseException as e:  # a signal, Ctrl-C, or a failure here: stop our workers
+        if on_main:
+            _stop_workers(procs, e.signum if isinstance(e, Stopped) else signal.SIGTERM, grace_s)
+        else:
+            for p in procs:
+                p.terminate()
+                p.wait()
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def worker_main(workdir: str, worker_id: int) -> int:
@@ -264,7 +331,20 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("workdir")
     w.add_argument("--id", type=int, default=0)
     args = p.parse_args(argv)
-    return worker_main(args.workdir, args.id)
+    try:  # a worker never dies with a traceback: trial failures are recorded by run_trial
+        return worker_main(args.workdir, args.id)
+    except UserError as e:  # e.g. the experiment file changed since the sweep was planned
+        print(f"error: worker {args.id}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # SIGINT forwarded by the sweep: its trial resumes next run
+        print(f"worker {args.id}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        failure = write_failure(e)
+        if failure is None:
+            raise
+        print(f"error: worker {args.id}: {failure[1]}", file=sys.stderr)
+        return failure[0]
 
 
 if __name__ == "__main__":

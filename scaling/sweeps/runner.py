@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
+from typing import Callable
 
 import pandas as pd
 
-from scaling.config import load_experiment
+from scaling.config import experiment_identity, is_result_key, load_experiment, parse_overrides
 from scaling.display import print_table
 from scaling.errors import UserError
 from scaling.evals.columns import eval_columns
@@ -88,38 +90,112 @@ def _print_dry_run(trials: list[Trial]) -> int:
     return 0
 
 
+def same_experiment(old: dict, new: dict) -> bool:
+    """Whether two plans (sweep.json records) are one experiment: the same file (by realpath,
+    however it was typed; a legacy plan's relative path is taken from the cwd), the same ARG
+    and the same overrides of keys that change results (log/checkpoint/mesh ones may differ)."""
+    def identity(plan: dict):
+        exp = plan.get("experiment")
+        if isinstance(exp, dict) and "path" in exp:
+            where = (exp["path"], exp.get("arg"))
+        else:  # written by an older version: only the --config string was kept
+            where = experiment_identity(plan.get("config"))
+        items = plan.get("overrides")
+        try:
+            overrides = {k: v for k, v in parse_overrides(items).items() if is_result_key(k)}
+        except (UserError, TypeError, AttributeError):  # not a list of KEY=VALUE strings
+            overrides = items
+        return where, overrides
+    return identity(old) == identity(new)
+
+
 def _write_plan(workdir: str, plan: dict) -> None:
     """Create the workdir and write its plan; refuse a workdir that holds another experiment."""
     try:
         os.makedirs(os.path.join(workdir, "trials"), exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create sweep workdir {workdir!r} ({e.strerror})") from e
+        raise UserError(f"cannot create sweep workdir {workdir!r} ({e.strerror}); "
+                        f"pass a writable --workdir") from e
     if store.has_plan(workdir):
         old = store.read_plan(workdir)
-        if (old.get("config"), old.get("overrides")) != (plan["config"], plan["overrides"]):
+        if not same_experiment(old, plan):
             raise UserError(f"{workdir!r} holds a sweep of another experiment "
                             f"({old.get('config') or 'default'} {' '.join(old.get('overrides', []))}); "
                             f"use a new --workdir")
     store.write_plan(workdir, plan)
 
 
+def _adopt_legacy_dirs(workdir: str, trials: list[Trial]) -> None:
+    """Trial dirs named by an older version's ids take their current ids (store.adopt_legacy)."""
+    for t in trials:
+        if store.adopt_legacy(workdir, t.trial_id, t.legacy_id):
+            print(f"{t.trial_id}: found as {t.legacy_id} (an older trial id); renamed", flush=True)
+
+
+def devices_per_trial(launcher: str, parallel: int) -> list[int]:
+    """How many devices one trial will see, for checking every grid point against the mesh
+    before anything trains ([] when unknown here: SLURM jobs run on other machines)."""
+    if launcher == "slurm":
+        return []
+    gpus = launchers.visible_gpus() if parallel > 1 else []
+    if gpus:  # each worker gets its own GPUs; never start a GPU backend in this process
+        return sorted({len(gpus[k::parallel]) for k in range(parallel)})
+    import jax
+    return [jax.device_count()]
+
+
+def outcome(df: pd.DataFrame, workdir: str) -> tuple[int, list[str]]:
+    """The sweep's exit code and closing lines from its results table.
+
+    0: every trial done, or the rest still running in another process (a note says so);
+    1: a trial failed or did not run. (2, bad input, is raised as a UserError before training.)
+    """
+    ids = {s: list(df.loc[df["status"] == s, "trial_id"]) for s in ("failed", "pending", "running")}
+    n, lines = len(df), []
+    failed, pending, running = ids["failed"], ids["pending"], ids["running"]
+    see = os.path.join(workdir, "trials", failed[0] if failed else "<id>", "error.txt")
+    if failed and len(failed) == n:
+        lines.append(f"error: all {n} trials failed; see {see}")
+    elif failed:
+        lines.append(f"error: {len(failed)} of {n} trials failed: {_some(failed)}; see "
+                     f"{os.path.join(workdir, 'trials', '<id>', 'error.txt')} "
+                     f"(rerun with --retry-failed after fixing)")
+    if pending:
+        lines.append(f"error: {len(pending)} of {n} trials did not run: {_some(pending)}; rerun "
+                     f"`scaling sweep` to train them")
+    if running:
+        lines.append(f"note: {len(running)} trial(s) still running in another process; rerun "
+                     f"`scaling sweep` (or `scaling status {workdir}`) later")
+    return (1 if failed or pending else 0), lines
+
+
+def _some(ids: list[str], k: int = 5) -> str:
+    return ", ".join(ids[:k]) + (f" and {len(ids) - k} more" if len(ids) > k else "")
+
+
 def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
               retry_failed: bool = False, plan_only: bool = False, launcher: str = "local",
-              parallel: int = 1, slurm: dict | None = None, wait: bool = True) -> int:
+              parallel: int = 1, slurm: dict | None = None, wait: bool = True,
+              on_plan: Callable[[list[Trial]], None] | None = None,
+              on_done: Callable[[pd.DataFrame], None] | None = None) -> int:
     """Run all unfinished trials with a launcher (scaling/sweeps/launchers.py), then collect the
-    table (results.parquet/csv). Returns the exit code: 0 when every trial is done (or nothing
-    was to wait for: a dry run, `--no-wait`), else 1."""
-    trials, varied = expand(spec, overrides)
-    if plan_only:
-        return _print_dry_run(trials)
+    table (results.parquet/csv). Returns the exit code (see `outcome`; 0 for a dry run or
+    `--no-wait`). `on_plan(trials)` runs before anything is written (warnings), `on_done(table)`
+    after the table is collected (the report); neither changes the exit code."""
     if launcher not in ("local", "slurm"):
         raise UserError(f"unknown --launcher {launcher!r}; use local or slurm")
     if parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {parallel}")
+    trials, varied = expand(spec, overrides, devices_per_trial(launcher, parallel))
+    if on_plan is not None:
+        on_plan(trials)
+    if plan_only:
+        return _print_dry_run(trials)
     slurm_opts = {**_experiment_slurm(spec), **{k: v for k, v in (slurm or {}).items()
                                                 if v is not None}}
     plan = plan_record(spec, overrides, trials, varied)
     _write_plan(workdir, plan)
+    _adopt_legacy_dirs(workdir, trials)
     if retry_failed:
         for tid in store.reset_failed(workdir, [t.trial_id for t in trials]):
             print(f"{tid}: failed before, retrying", flush=True)
@@ -134,7 +210,12 @@ def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
     else:
         launchers.run_local(workdir, trials)
     df = collect(workdir, plan)
-    return 0 if (df["status"] == "done").all() else 1
+    if on_done is not None:
+        on_done(df)
+    code, lines = outcome(df, workdir)
+    for line in lines:
+        print(line, file=sys.stderr if line.startswith("error:") else sys.stdout, flush=True)
+    return code
 
 
 def _experiment_slurm(spec: str | None) -> dict:

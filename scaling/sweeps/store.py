@@ -7,15 +7,22 @@
         error.txt                     the traceback of a failed trial
         metrics.jsonl, config.json    written by the trainer while it runs
         .lock                         flock held by whoever trains it
+        config.json.damaged           an unreadable config.json moved aside (`repair_config`)
     DIR/results.parquet, results.csv  the table (`runner.collect`)
 
 A trial is finished when it has a readable summary with status done or failed. A summary that
 cannot be read (missing, torn, not JSON, not UTF-8, not an object) counts as no summary, so a
 damaged file never crashes `status`/`collect` and the trial is simply trained (resumed) again.
+
+Trial files are never written through a symlink: whole-file writes go through
+`fileio.atomic_write`, whose `os.replace` replaces a link planted at the name (not its target),
+and the lock file is opened with O_NOFOLLOW (a planted link is removed, never followed).
+Reading a sweep (`status`, `collect`) writes nothing, so it works on a read-only directory.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -112,13 +119,32 @@ def write_plan(workdir: str, plan: dict) -> None:
 
 # ------------------------------------------------------------------ lock
 
+def _open_lock(tdir: str) -> int:
+    """Open (create) `<trial>/.lock` for the flock, never through a symlink: a link planted
+    there (which O_CREAT would follow, creating or touching its target) is removed first."""
+    path = os.path.join(tdir, ".lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+    with contextlib.suppress(FileNotFoundError):  # another process removed it first
+        os.unlink(path)
+    return os.open(path, flags, 0o644)
+
+
 @contextlib.contextmanager
-def trial_lock(tdir: str) -> Iterator[bool]:
+def trial_lock(tdir: str, *, create: bool = True) -> Iterator[bool]:
     """An exclusive, non-blocking flock on `<trial>/.lock`: yields False if another process
     holds it. The OS drops the lock when its holder dies, so a killed sweep never leaves a
-    stale lock behind."""
-    os.makedirs(tdir, exist_ok=True)
-    fd = os.open(os.path.join(tdir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    stale lock behind. `create=False`: a trial dir that does not exist yields False."""
+    if create:
+        os.makedirs(tdir, exist_ok=True)
+    elif not os.path.isdir(tdir):
+        yield False
+        return
+    fd = _open_lock(tdir)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,11 +157,51 @@ def trial_lock(tdir: str) -> Iterator[bool]:
 
 
 def is_locked(tdir: str) -> bool:
-    """Whether another process is training this trial now."""
-    if not os.path.exists(os.path.join(tdir, ".lock")):
+    """Whether another process is training this trial now. Read-only (a shared flock test on a
+    read-only descriptor), so `status` works on a sweep directory it cannot write."""
+    try:
+        fd = os.open(os.path.join(tdir, ".lock"), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # no lock file (never claimed), or a planted symlink: nobody holds it
         return False
-    with trial_lock(tdir) as got:
-        return not got
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def adopt_legacy(workdir: str, trial_id: str, legacy_id: str) -> bool:
+    """Give a trial dir made by an older version (named by the legacy id) its current id, so an
+    upgrade never orphans finished trials. Only when the legacy dir exists and the new one does
+    not; under the legacy trial's lock (a dir being trained is left alone); atomic (a rename).
+    Returns whether it renamed."""
+    new, old = trial_dir(workdir, trial_id), trial_dir(workdir, legacy_id)
+    if legacy_id in ("", trial_id) or os.path.lexists(new) or os.path.islink(old) \
+            or not os.path.isdir(old):
+        return False
+    with trial_lock(old, create=False) as got:
+        if not got or os.path.lexists(new):
+            return False
+        try:
+            os.rename(old, new)
+        except OSError as e:  # new appeared meanwhile (not empty): keep both as they are
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            return False
+    return True
+
+
+def repair_config(tdir: str) -> bool:
+    """Move an unreadable `config.json` (torn by a kill, damaged) aside to config.json.damaged so
+    the trainer writes it afresh from the plan's resolved config instead of failing the trial
+    forever. Call under the trial's lock. Returns whether it moved one."""
+    path = os.path.join(tdir, "config.json")
+    if not os.path.lexists(path) or isinstance(_read_json(path), dict):
+        return False
+    os.replace(path, path + ".damaged")
+    return True
 
 
 # ------------------------------------------------------------------ progress (status inputs)
