@@ -112,26 +112,43 @@ def write_plan(workdir: str, plan: dict) -> None:
 
 # ------------------------------------------------------------------ lock
 
+_HELD: dict[tuple[int, str], int] = {}  # (pid, lock path) -> nesting depth in this process
+
+
 @contextlib.contextmanager
 def trial_lock(tdir: str) -> Iterator[bool]:
     """An exclusive, non-blocking flock on `<trial>/.lock`: yields False if another process
     holds it. The OS drops the lock when its holder dies, so a killed sweep never leaves a
-    stale lock behind."""
+    stale lock behind. Re-entrant within one process: a sweep holds it around `train()`, which
+    takes it again (a second flock on a new descriptor would conflict with the first)."""
     os.makedirs(tdir, exist_ok=True)
-    fd = os.open(os.path.join(tdir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(tdir, ".lock")
+    key = (os.getpid(), os.path.realpath(path))
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield True
+        finally:
+            _HELD[key] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
-        yield True
+        _HELD[key] = 1
+        try:
+            yield True
+        finally:
+            del _HELD[key]
     finally:
         os.close(fd)
 
 
 def is_locked(tdir: str) -> bool:
-    """Whether another process is training this trial now."""
+    """Whether another process is training this trial now (never this one: see trial_lock)."""
     if not os.path.exists(os.path.join(tdir, ".lock")):
         return False
     with trial_lock(tdir) as got:
