@@ -82,9 +82,9 @@ def check_workdir(cfg: ConfigDict, workdir: str) -> dict[str, list]:
                if old.get(k) != new.get(k)}
     refused = [k for k in changes if not resumable(k)]
     if refused:
-        k = refused[0]
+        k, allowed = refused[0], ", ".join(r + "*" if r.endswith(".") else r for r in RESUMABLE)
         raise UserError(f"workdir {workdir!r} holds a run with a different config ({k}: "
-                        f"{changes[k][0]!r} -> {changes[k][1]!r}; only {', '.join(RESUMABLE)} "
+                        f"{changes[k][0]!r} -> {changes[k][1]!r}; only {allowed} "
                         f"may change on resume); use a new --workdir (or delete that one to "
                         f"start over)")
     return changes
