@@ -217,7 +217,7 @@ def test_sigterm_saves_the_current_step_and_a_rerun_resumes_bitwise(tmp_path):
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=120) == 143
     err = p.stderr.read()
-    assert "stopped: stopped by a signal after step" in err and "Traceback" not in err, err
+    assert "stopped: SIGTERM after step" in err and "Traceback" not in err, err
     saved = [int(n) for n in os.listdir(os.path.join(work, "checkpoints")) if n.isdigit()]
     assert saved and max(saved) >= 100, saved
     assert max(saved) == max(r["step"] for r in _train_lines(work))  # the step it was at

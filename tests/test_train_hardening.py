@@ -107,7 +107,7 @@ def test_sigterm_saves_the_current_step_and_a_rerun_resumes_bitwise(tmp_path, ca
         train(_cfg(), str(w), on_step=_crash_at(6, lambda: os.kill(os.getpid(), signal.SIGTERM)),
               verbose=False)
     assert e.value.code == 143
-    assert "after step 6" in str(e.value) and "rerun" in str(e.value)
+    assert "SIGTERM after step 6" in str(e.value) and "rerun" in str(e.value)
     assert "stopped: " in capfd.readouterr().err
     assert 6 in _steps(w) and not (w / "summary.json").exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again

@@ -230,7 +230,8 @@ class _Run:
         (an all-gather there; single-process runs check every step at no cost)."""
         minutes = self.cfg.checkpoint.every_minutes
         flags = np.array([stop.signum is not None,
-                          bool(minutes) and time.monotonic() - self.saved_at >= 60 * minutes])
+                          bool(minutes) and time.monotonic() - self.saved_at >= 60 * minutes],
+                         dtype=np.int32)
         if jax.process_count() > 1:
             if step % self.cfg.log.every:
                 return False, False
@@ -305,7 +306,7 @@ class _Run:
                 self.mngr.wait_until_finished()
                 if not stop.forward():  # no launcher took the signal: stop here
                     raise TrainingStopped(
-                        f"stopped by a signal after step {step}: checkpoint saved in "
+                        f"{stop.last} after step {step}: checkpoint saved in "
                         f"{checkpoint.checkpoint_dir(self.workdir)}/{step}; rerun the same "
                         f"command to resume")
 

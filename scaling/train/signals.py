@@ -50,6 +50,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum: int | None = None
+        self.last = ""  # the name of the signal last forwarded (for the stop message)
         self.previous: dict[int, object] = {}
 
     def __enter__(self) -> "StopRequest":
@@ -77,6 +78,7 @@ class StopRequest:
         that handler took it (it may also exit or raise, e.g. submitit requeueing the job), so
         training goes on; False if there was none and training must stop."""
         signum, self.signum = self.signum, None
+        self.last = signal.Signals(signum).name
         old = self.previous.get(signum)
         if callable(old):
             old(signum, None)
