@@ -106,7 +106,7 @@ def _warn_plan(spec, overrides) -> None:
     from scaling import counting
     from scaling.data.batches import load_tokens
     from scaling.sweeps.runner import expand
-    from scaling.train.loop import optimizer_hparams
+    from scaling.train.optim import optimizer_hparams
 
     sizes: dict[str, float] = {}
     rows = []

@@ -112,43 +112,44 @@ def write_plan(workdir: str, plan: dict) -> None:
 
 # ------------------------------------------------------------------ lock
 
-_HELD: dict[tuple[int, str], int] = {}  # (pid, lock path) -> nesting depth in this process
+_HELD: set[tuple[int, str]] = set()  # (pid, lock path) of the trial locks this process holds
+
+
+def _lock_key(tdir: str) -> tuple[int, str]:
+    return os.getpid(), os.path.realpath(os.path.join(tdir, ".lock"))
 
 
 @contextlib.contextmanager
 def trial_lock(tdir: str) -> Iterator[bool]:
     """An exclusive, non-blocking flock on `<trial>/.lock`: yields False if another process
     holds it. The OS drops the lock when its holder dies, so a killed sweep never leaves a
-    stale lock behind. Re-entrant within one process: a sweep holds it around `train()`, which
-    takes it again (a second flock on a new descriptor would conflict with the first)."""
+    stale lock behind. (flock locks belong to an open file: a second `trial_lock` in the same
+    process is refused too; code that may run under its caller's lock asks `held_here`.)"""
     os.makedirs(tdir, exist_ok=True)
-    path = os.path.join(tdir, ".lock")
-    key = (os.getpid(), os.path.realpath(path))
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield True
-        finally:
-            _HELD[key] -= 1
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(tdir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
-        _HELD[key] = 1
+        _HELD.add(_lock_key(tdir))
         try:
             yield True
         finally:
-            del _HELD[key]
+            _HELD.discard(_lock_key(tdir))
     finally:
         os.close(fd)
 
 
+def held_here(tdir: str) -> bool:
+    """Whether this process holds the trial's lock (a sweep launcher around `train()`, which
+    then does not take it again)."""
+    return _lock_key(tdir) in _HELD
+
+
 def is_locked(tdir: str) -> bool:
-    """Whether another process is training this trial now (never this one: see trial_lock)."""
+    """Whether another process is training this trial now."""
     if not os.path.exists(os.path.join(tdir, ".lock")):
         return False
     with trial_lock(tdir) as got:

@@ -17,8 +17,8 @@ metrics.jsonl lines:
     fields changed on resume (`scaling.train.workdir.RESUMABLE`), as {key: [old, new]}.
 The data order is a pure function of (seed, step), so a restored step is all the iterator needs.
 
-Around the run: an exclusive lock on the workdir (`store.trial_lock`, re-entrant for a sweep that
-already holds it), SIGTERM -> checkpoint of the current step and exit 143 (`signals`), periodic
+Around the run: an exclusive lock on the workdir (`store.trial_lock`; not taken again when this
+process holds it: a sweep launcher), SIGTERM -> checkpoint of the current step and exit 143 (`signals`), periodic
 checkpoints every `checkpoint.every` steps and `checkpoint.every_minutes` minutes, and a full or
 read-only disk as one line (`workdir.disk_errors`).
 """
@@ -41,7 +41,7 @@ from scaling.config import ConfigDict, resolve, to_json
 from scaling.data import TokenBatches
 from scaling.fileio import JsonlWriter, json_safe, read_jsonl, write_json_atomic
 from scaling.parallel import distributed
-from scaling.sweeps.store import read_summary, trial_lock, write_summary
+from scaling.sweeps.store import held_here, read_summary, trial_lock, write_summary
 from scaling.parallel import gpipe as pipeline
 from scaling.parallel import mesh as mesh_lib
 from scaling.train import checkpoint, sinks
@@ -84,8 +84,9 @@ def _done_summary(workdir: str) -> dict | None:
 @contextlib.contextmanager
 def _workdir_lock(workdir: str, is_main: bool):
     """The workdir's exclusive lock for the whole run (process 0 of a multi-process run takes
-    it); another process training there is a one-line `TrainingError`."""
-    if not is_main:
+    it, unless its caller holds it already: a sweep launcher); another process training there
+    is a one-line `TrainingError`."""
+    if not is_main or held_here(workdir):
         yield
         return
     with trial_lock(workdir) as got:
