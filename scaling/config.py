@@ -102,7 +102,10 @@ def default_config() -> ConfigDict:
     # which calls jax.distributed.initialize() with no arguments (SLURM / TPU pod auto-detection).
     # process_id -1 = from $SCALING_PROCESS_ID or $SLURM_PROCID.
     c.distributed = ConfigDict(dict(coordinator="", num_processes=0, process_id=-1, auto=False))
-    c.checkpoint = ConfigDict(dict(every=0, keep=2))  # every=0: only at the end
+    # Checkpoints (docs/design.md, "checkpoints"): every `every` steps (kept for good; 0 = none),
+    # every `every_minutes` of training (0 = off) and on SIGTERM (the newest `keep` of these are
+    # kept), and always at the end.
+    c.checkpoint = ConfigDict(dict(every=0, every_minutes=10.0, keep=2))
     # Mirrors of metrics.jsonl (scaling/train/sinks.py): TensorBoard event files in <run>/tensorboard
     # (no dependency, microseconds per log step: on), W&B project name ("" = off; needs wandb).
     c.log = ConfigDict(dict(every=10, tensorboard=True, wandb=""))
@@ -383,6 +386,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "train.b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "train.spike_sigmas": (lambda v: v > 0, "> 0"),
+    "checkpoint.every_minutes": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "checkpoint.keep": (lambda v: v >= 1, ">= 1 (checkpoints kept; the last is always among them)"),
 }
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import pytest
 
 from conftest import ROOT, tiny_config
@@ -182,3 +183,48 @@ def test_spike_detection_skips_outliers(tmp_path, monkeypatch):
                if r["skipped"] > prev["skipped"]]
     assert 25 in skipped, (skipped, [round(r["loss"], 3) for r in rows])
     assert s["skipped_steps"] == len(skipped)
+
+
+SIGTERM_EXPERIMENT = """
+from scaling.config import default_config
+def get_config(arg=None):
+    c = default_config()
+    c.model.update(dict(d_model=64, n_layers=2, n_heads=4))
+    c.train.update(dict(batch_size=16, seq_len=64, steps=300, lr=3e-3))
+    c.log.every = 1
+    c.eval.batches = 2
+    return c
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_current_step_and_a_rerun_resumes_bitwise(tmp_path):
+    """SIGTERM to `scaling train` mid-run (no periodic checkpoints configured): it saves the step
+    it is at, exits 143 with a message, and a rerun ends bitwise equal to a straight run."""
+    from scaling.train.checkpoint import load_trained
+    from flax import nnx
+    config = tmp_path / "term_exp.py"
+    config.write_text(SIGTERM_EXPERIMENT)
+    ref = str(tmp_path / "ref")
+    p = _start(str(config), ref)
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+
+    work = str(tmp_path / "termed")
+    p = _start(str(config), work)
+    while p.poll() is None and max([r["step"] for r in _train_lines(work)], default=0) < 100:
+        time.sleep(0.01)
+    assert p.poll() is None, p.stderr.read()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=120) == 143
+    err = p.stderr.read()
+    assert "stopped: SIGTERM after step" in err and "Traceback" not in err, err
+    saved = [int(n) for n in os.listdir(os.path.join(work, "checkpoints")) if n.isdigit()]
+    assert saved and max(saved) >= 100, saved
+    assert max(saved) == max(r["step"] for r in _train_lines(work))  # the step it was at
+    p = _start(str(config), work)
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+    got, want = _train_lines(work), _train_lines(ref)
+    assert [r["step"] for r in got] == list(range(1, 301))
+    assert [r["loss"] for r in got] == [r["loss"] for r in want]
+    params = [nnx.to_pure_dict(nnx.state(load_trained(d)[1], nnx.Param)) for d in (work, ref)]
+    jax.tree.map(np.testing.assert_array_equal, *params)

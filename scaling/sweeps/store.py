@@ -134,11 +134,20 @@ def _open_lock(tdir: str) -> int:
     return os.open(path, flags, 0o644)
 
 
+_HELD: set[tuple[int, str]] = set()  # (pid, lock path) of the trial locks this process holds
+
+
+def _lock_key(tdir: str) -> tuple[int, str]:
+    return os.getpid(), os.path.realpath(os.path.join(tdir, ".lock"))
+
+
 @contextlib.contextmanager
 def trial_lock(tdir: str, *, create: bool = True) -> Iterator[bool]:
     """An exclusive, non-blocking flock on `<trial>/.lock`: yields False if another process
     holds it. The OS drops the lock when its holder dies, so a killed sweep never leaves a
-    stale lock behind. `create=False`: a trial dir that does not exist yields False."""
+    stale lock behind. `create=False`: a trial dir that does not exist yields False.
+    (flock locks belong to an open file: a second `trial_lock` in the same process is refused
+    too; code that may run under its caller's lock asks `held_here`.)"""
     if create:
         os.makedirs(tdir, exist_ok=True)
     elif not os.path.isdir(tdir):
@@ -151,9 +160,19 @@ def trial_lock(tdir: str, *, create: bool = True) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
-        yield True
+        _HELD.add(_lock_key(tdir))
+        try:
+            yield True
+        finally:
+            _HELD.discard(_lock_key(tdir))
     finally:
         os.close(fd)
+
+
+def held_here(tdir: str) -> bool:
+    """Whether this process holds the trial's lock (a sweep launcher around `train()`, which
+    then does not take it again)."""
+    return _lock_key(tdir) in _HELD
 
 
 def is_locked(tdir: str) -> bool:

@@ -1,8 +1,13 @@
 """Checkpoints of a run: the orbax manager, save, restore, and loading a trained model.
 
 A checkpoint `<workdir>/checkpoints/<step>/` holds the train state ("state": the pytree of
-`scaling.train.step.Trainer`) and a small JSON ("meta": step, seed, wall seconds so far). orbax
-commits each one atomically, so only finished checkpoints are ever listed.
+`scaling.train.step.Trainer`) and a small JSON ("meta": step, seed, wall seconds so far, and
+"checksum": a CRC-32 of each top-level state entry's bytes, computed on host at save time). orbax
+commits each one atomically, so only finished checkpoints are ever listed; the checksum catches
+what orbax cannot: bits flipped inside a committed data file (disk, copy or network faults).
+
+Which are kept: every multiple of `checkpoint.every` for good (orbax `keep_period`), and the
+newest `checkpoint.keep` of all (so the final checkpoint, the newest, is always kept).
 
 Every read goes through `restore`, one idiom for both uses: training resume restores the whole
 state onto the run's shardings; `load_trained` restores only `state["params"]` (orbax partial
@@ -14,8 +19,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+import zlib
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -34,14 +41,50 @@ def manager(workdir: str, cfg: ConfigDict | None = None) -> ocp.CheckpointManage
         options = ocp.CheckpointManagerOptions(read_only=True)
     else:
         options = ocp.CheckpointManagerOptions(max_to_keep=cfg.checkpoint.keep, create=True,
+                                               keep_period=cfg.checkpoint.every or None,
                                                enable_async_checkpointing=True)
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
 
 
+class ChecksumMismatch(RuntimeError):
+    """A restored checkpoint's bytes differ from those saved (a damaged data file)."""
+
+
+def checksums(state: dict) -> dict[str, str] | None:
+    """{top-level key: CRC-32 (hex) of its leaves' bytes in tree order}, computed on host; None
+    when the state is not fully addressable by this process (multi-host: not checked).
+
+    zlib's CRC-32 runs at GB/s, so this costs about one host copy of the state per save
+    (measured in docs/design.md, "checkpoints"); it is computed at save and restore only."""
+    leaves = jax.tree.leaves(state)
+    if not all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return None
+    out = {}
+    for key in sorted(state):
+        crc = 0
+        for a in jax.device_get(jax.tree.leaves(state[key])):
+            crc = zlib.crc32(np.ascontiguousarray(a).reshape(-1).view(np.uint8), crc)
+        out[key] = format(crc, "08x")
+    return out
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state, meta: dict) -> None:
-    """Start an (async) save of `state` and `meta` as checkpoint `step`."""
+    """Start an (async) save of `state` and `meta` (+ the state's checksums) as checkpoint
+    `step`."""
+    meta = dict(meta, checksum=checksums(state))
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                              meta=ocp.args.JsonSave(meta)))
+
+
+def _verify(state: dict, meta: dict, step: int) -> None:
+    """Raise `ChecksumMismatch` if a restored entry's checksum differs from the saved one
+    (checkpoints saved without checksums, or multi-host ones, are not checked)."""
+    saved = meta.get("checksum") if isinstance(meta, dict) else None
+    got = checksums(state) if saved else None
+    for key in sorted(got or {}):
+        if key in saved and saved[key] != got[key]:
+            raise ChecksumMismatch(f"checksum of state[{key!r}] in checkpoint {step} is "
+                                   f"{got[key]}, saved as {saved[key]}: its data is damaged")
 
 
 def restore(mngr: ocp.CheckpointManager, step: int, target, *, partial: bool = False):
@@ -53,6 +96,7 @@ def restore(mngr: ocp.CheckpointManager, step: int, target, *, partial: bool = F
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
             partial_restore=partial),
         meta=ocp.args.JsonRestore()))
+    _verify(restored.state, restored.meta, step)
     return restored.state, restored.meta
 
 
@@ -61,7 +105,7 @@ def restore_latest(mngr: ocp.CheckpointManager, target, *, partial: bool = False
     """(step, state, meta) from the newest checkpoint that restores, else None.
 
     orbax only lists committed (atomically finalised) checkpoints; one that is committed but
-    damaged (a truncated or deleted file) is skipped with a warning for the one before it. With
+    damaged (a truncated or deleted file, or flipped bits: `ChecksumMismatch`) is skipped with a warning for the one before it. With
     `move_aside` (a writable manager), it is renamed to `<step>.corrupt.<time>` (kept for
     inspection) so that the step can be saved again.
     """

@@ -13,13 +13,22 @@ metrics.jsonl lines:
     sample of `eval.batches` batches spread evenly over the whole validation split
     (`TokenBatches.spread_batch`), and `val_loss_se`, its standard error (sample std of the
     per-sequence losses / sqrt(number of sequences)).
+  - config_change (`event: "config_change"`, at the resume step): resume-compatible config
+    fields changed on resume (`scaling.train.workdir.RESUMABLE`), as {key: [old, new]}.
 The data order is a pure function of (seed, step), so a restored step is all the iterator needs.
+
+Around the run: an exclusive lock on the workdir (`store.trial_lock`; not taken again when this
+process holds it: a sweep launcher), SIGTERM -> checkpoint of the current step and exit 143 (`signals`), periodic
+checkpoints every `checkpoint.every` steps and `checkpoint.every_minutes` minutes, and a full or
+read-only disk as one line (`workdir.disk_errors`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import sys
 import time
 from typing import Callable
 
@@ -30,48 +39,33 @@ import numpy as np
 from scaling import counting
 from scaling.config import ConfigDict, resolve, to_json
 from scaling.data import TokenBatches
-from scaling.errors import UserError
 from scaling.fileio import JsonlWriter, json_safe, read_jsonl, write_json_atomic
 from scaling.parallel import distributed
-from scaling.sweeps.store import read_summary, write_summary
+from scaling.sweeps.store import held_here, read_summary, trial_lock, write_summary
 from scaling.parallel import gpipe as pipeline
 from scaling.parallel import mesh as mesh_lib
 from scaling.train import checkpoint, sinks
 from scaling.train.mfu import peak_flops
 from scaling.train.optim import warmup_steps
+from scaling.train.signals import StopRequest, TrainingStopped
 from scaling.train.step import Trainer
+from scaling.train.workdir import check_workdir, create_workdir, disk_errors
+
+__all__ = ["train", "TrainingError", "TrainingStopped", "summary_text", "check_workdir",
+           "create_workdir", "SKIP_LIMIT"]
 
 
 class TrainingError(RuntimeError):
     """Training failed while running (exit code 1), e.g. a non-finite loss."""
 
 
+# nan_policy=skip (or spike skipping): a run fails once this many consecutive updates, counted in
+# whole logging windows that were skipped entirely, were skipped: its parameters are most likely
+# no longer finite (an lr that blew them up) and every later update would be skipped as well.
+SKIP_LIMIT = 10
+
+
 # ---------------------------------------------------------------------------- workdir and summary
-
-def check_workdir(cfg: ConfigDict, workdir: str) -> None:
-    """Read-only: refuse a workdir that holds a different experiment's run."""
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise UserError(f"workdir {workdir!r} is a file; pass a directory to --workdir")
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        if old != json.loads(to_json(cfg)):
-            raise UserError(f"workdir {workdir!r} holds a run with a different config; "
-                            f"use a new --workdir (or delete that one to start over)")
-
-
-def create_workdir(workdir: str) -> None:
-    """Create the workdir (after every input check has passed) and check it is writable."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_test.{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"cannot write to workdir {workdir!r} ({e.strerror}); "
-                        f"pass a writable --workdir") from e
-
 
 def summary_text(s: dict) -> str:
     """One human line for a finished run's summary (missing or null numbers as n/a)."""
@@ -85,6 +79,20 @@ def summary_text(s: dict) -> str:
 def _done_summary(workdir: str) -> dict | None:
     summary = read_summary(workdir)  # a damaged summary reads as none: the run resumes
     return summary if summary and summary.get("status") == "done" else None
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str, is_main: bool):
+    """The workdir's exclusive lock for the whole run (process 0 of a multi-process run takes
+    it, unless its caller holds it already: a sweep launcher); another process training there
+    is a one-line `TrainingError`."""
+    if not is_main or held_here(workdir):
+        yield
+        return
+    with trial_lock(workdir) as got:
+        if not got:
+            raise TrainingError(f"another process is training in {workdir}")
+        yield
 
 
 # ---------------------------------------------------------------------------- the logging window
@@ -134,7 +142,7 @@ class _Run:
     """One process's view of a run: its data, trainer, state, log and checkpoints."""
 
     def __init__(self, cfg: ConfigDict, workdir: str, t_start: float):
-        """Open the run: mesh, data, workdir + config.json, trainer, resume or init."""
+        """Read-only set-up (mesh and data: their input errors come before any write)."""
         self.cfg, self.workdir, self.t_start = cfg, workdir, t_start
         self.mesh = mesh_lib.make_mesh(cfg.mesh)
         mesh_lib.check_divisibility(cfg, self.mesh)
@@ -145,10 +153,12 @@ class _Run:
         n_val = min(cfg.eval.batches, val_data.num_batches)
         self.val_batches = [val_data.spread_batch(i, n_val) for i in range(n_val)]  # fixed sample
         self.is_main = proc == 0
-        create_workdir(workdir)
-        if self.is_main:
-            write_json_atomic(os.path.join(workdir, "config.json"), json.loads(to_json(cfg)))
+        self.mngr = None
 
+    def open(self, changes: dict) -> None:
+        """Open the run in its (created, locked) workdir: trainer, resume or init, config.json
+        (after a `config_change` line records `changes`, the resume-compatible edits)."""
+        cfg, workdir = self.cfg, self.workdir
         self.trainer = Trainer(cfg, self.mesh)
         self.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
         # One epoch = every training window once (TokenBatches cuts the split into windows).
@@ -166,7 +176,13 @@ class _Run:
             self.start, self.state, self.prior_wall = 0, self.trainer.init(cfg.train.seed), 0.0
         if self.is_main:
             self.log.truncate_after(self.start)  # lines past the checkpoint are redone, never twice
+            if changes:
+                self.log.write({"step": self.start, "event": "config_change", "changes": changes})
+            write_json_atomic(os.path.join(workdir, "config.json"), json.loads(to_json(cfg)))
         self.last_row = self.val_row = None
+        self.saved_step, self.saved_at = (self.start if restored else None), time.monotonic()
+        # nan_policy=skip bookkeeping: (step, skipped total) at the last train line, streak.
+        self.skips = (self.start, int(jax.device_get(self.state["guard"]["skipped"])), 0)
 
     def wall_s(self) -> float:
         return self.prior_wall + time.perf_counter() - self.t_start
@@ -176,17 +192,53 @@ class _Run:
         if bad_step >= 0 and self.cfg.train.nan_policy == "abort":
             self.mngr.wait_until_finished()
             last = self.mngr.latest_step()
-            where = f"step {last} in {self.workdir}/checkpoints" if last is not None else "none"
+            where = (f"step {last} in {self.workdir}/checkpoints; rerun with a lower "
+                     f"--config.train.lr (or --config.train.nan_policy=skip) to resume from it"
+                     if last is not None else
+                     "none; rerun with a lower --config.train.lr (or "
+                     "--config.train.nan_policy=skip)")
             raise TrainingError(f"non-finite loss or gradients at step {bad_step}; last good "
-                                f"checkpoint: {where}; lower train.lr or set "
-                                f"train.nan_policy=skip")
+                                f"checkpoint: {where}")
+
+    def check_skips(self, step: int, skipped: int) -> None:
+        """Fail once the updates of the last >= SKIP_LIMIT steps (whole logging windows) were
+        all skipped: the run would otherwise report `done` with parameters that stopped
+        training (e.g. an lr that blew them to inf under nan_policy=skip)."""
+        prev_step, prev_skipped, streak = self.skips
+        window = step - prev_step
+        streak = streak + window if window > 0 and skipped - prev_skipped == window else 0
+        self.skips = (step, skipped, streak)
+        if streak >= SKIP_LIMIT:
+            raise TrainingError(
+                f"the last {streak} updates (steps {step - streak + 1}-{step}) were all skipped "
+                f"({skipped} skipped in total): the loss or gradients stay non-finite, so the "
+                f"parameters are likely no longer finite; start over in a new --workdir with a "
+                f"lower train.lr")
 
     def save(self, step: int) -> None:
+        if self.saved_step == step:
+            return
         self.check_finite(int(jax.device_get(self.state["guard"]["bad_step"])))
         meta = {"step": step, "seed": self.cfg.train.seed, "wall_s": self.wall_s()}
         checkpoint.save(self.mngr, step, self.state, meta)
+        self.saved_step, self.saved_at = step, time.monotonic()
         if self.is_main:
             self.log.sync()
+
+    def poll(self, step: int, stop: StopRequest) -> tuple[bool, bool]:
+        """(a stop signal arrived, the checkpoint timer is due) after `step`. A save is
+        collective, so with several processes they decide together, at train-line steps only
+        (an all-gather there; single-process runs check every step at no cost)."""
+        minutes = self.cfg.checkpoint.every_minutes
+        flags = np.array([stop.signum is not None,
+                          bool(minutes) and time.monotonic() - self.saved_at >= 60 * minutes],
+                         dtype=np.int32)
+        if jax.process_count() > 1:
+            if step % self.cfg.log.every:
+                return False, False
+            from jax.experimental import multihost_utils
+            flags = np.asarray(multihost_utils.process_allgather(flags)).reshape(-1, 2).any(0)
+        return bool(flags[0]), bool(flags[1])
 
     def evaluate(self, step: int) -> dict:
         """Validation loss (and its standard error) over the fixed spread sample; logged."""
@@ -223,9 +275,12 @@ class _Run:
                 print(f"step {step}/{self.cfg.train.steps} loss {loss:.4f} tok/s {tps:,.0f} "
                       f"mfu {row['mfu']:.3f}", flush=True)
         self.last_row = row
+        self.check_skips(step, int(m["skipped"]))
 
-    def loop(self, on_step: Callable[[int, int], None] | None, verbose: bool) -> None:
-        """Steps start+1 .. steps: train lines, periodic validation and checkpoints."""
+    def loop(self, on_step: Callable[[int, int], None] | None, verbose: bool,
+             stop: StopRequest) -> None:
+        """Steps start+1 .. steps: train lines, periodic validation and checkpoints; a stop
+        signal saves the step just finished and ends the run (`TrainingStopped`)."""
         cfg, steps = self.cfg, self.cfg.train.steps
         zero = jax.device_put({"sum": np.float32(0), "n": np.int32(0)}, self.trainer.replicated)
         window = _Window(zero)
@@ -242,11 +297,29 @@ class _Run:
                 self.save(step)
             if on_step:
                 on_step(step, steps)
+            if step == steps:
+                break  # finish() validates and saves the last step (a stop signal waits for it)
+            stopping, due = self.poll(step, stop)
+            if stopping or due:
+                self.save(step)
+                window.restart_clock()  # the save's host copy is not training throughput
+            if stopping:
+                self.mngr.wait_until_finished()
+                if not stop.forward():  # no launcher took the signal: stop here
+                    raise TrainingStopped(
+                        f"{stop.last} after step {step}: checkpoint saved in "
+                        f"{checkpoint.checkpoint_dir(self.workdir)}/{step}; rerun the same "
+                        f"command to resume")
 
     def finish(self) -> dict:
         """Final validation and checkpoint; the summary (not yet written)."""
         cfg, t, desc = self.cfg, self.cfg.train, self.desc
         self.evaluate(t.steps)
+        if not math.isfinite(self.val_row["val_loss"]) and self.start < t.steps:
+            skipped = int(jax.device_get(self.state["guard"]["skipped"]))
+            raise TrainingError(f"validation loss is not finite at the end (step {t.steps}, "
+                                f"{skipped} updates skipped): the parameters are no longer "
+                                f"finite; start over in a new --workdir with a lower train.lr")
         if self.start < t.steps:
             self.save(t.steps)
         self.mngr.wait_until_finished()
@@ -259,6 +332,9 @@ class _Run:
         return {
             "status": "done",
             "resumed_from": self.start,  # checkpoint step this process started from (0 = fresh)
+            "config_changes": [{"step": r["step"], "changes": r["changes"]} for r in
+                               read_jsonl(os.path.join(self.workdir, "metrics.jsonl"))
+                               if r.get("event") == "config_change"],
             "skipped_steps": int(jax.device_get(self.state["guard"]["skipped"])),
             "params_total": desc["params_total"],
             "params_non_embedding": desc["params_non_embedding"],
@@ -281,8 +357,13 @@ class _Run:
         }
 
     def close(self) -> None:
-        self.mngr.wait_until_finished()  # let a started save finish; orbax commits atomically
-        self.mngr.close()
+        """Let a started save finish (orbax commits atomically) and release the manager."""
+        mngr, self.mngr = self.mngr, None
+        if mngr is not None:
+            try:
+                mngr.wait_until_finished()
+            finally:
+                mngr.close()
 
 
 def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] | None = None,
@@ -290,20 +371,33 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
     """Train (or resume) the run in `workdir`; returns the summary as written to summary.json.
 
     A finished run is not retrained (its summary is returned). Task evaluations are not run
-    here: see `scaling.evals.trained.evaluate_trained`.
+    here: see `scaling.evals.trained.evaluate_trained`. Raises `TrainingError` (exit 1) for a
+    failure while running, `TrainingStopped` (SystemExit 143) after a stop signal's checkpoint.
     """
     cfg = resolve(cfg)
     distributed.initialize(cfg.distributed)  # before the backend starts; no-op for one process
     cfg.distributed.process_id = -1  # per process, so not part of the shared config.json
     t_start = time.perf_counter()
-    check_workdir(cfg, workdir)
+    changes = check_workdir(cfg, workdir)
     done = _done_summary(workdir)
     if done is not None:
         return done
     run = _Run(cfg, workdir, t_start)
-    try:
-        run.loop(on_step, verbose)
-        summary = run.finish()
-    finally:
+    create_workdir(workdir)
+    with _workdir_lock(workdir, run.is_main), disk_errors(workdir, TrainingError), \
+            StopRequest() as stop:
+        done = _done_summary(workdir)  # finished by another process before we took the lock
+        if done is not None:
+            return done
+        try:
+            run.open(changes)
+            run.loop(on_step, verbose, stop)
+            summary = run.finish()
+        except BaseException as e:
+            with contextlib.suppress(Exception):  # never mask the error with a close failure
+                run.close()
+            if isinstance(e, TrainingStopped):
+                print(f"stopped: {e}", file=sys.stderr, flush=True)
+            raise
         run.close()
-    return write_summary(workdir, summary) if run.is_main else json_safe(summary)
+        return write_summary(workdir, summary) if run.is_main else json_safe(summary)
