@@ -29,7 +29,7 @@ from scipy.optimize import minimize
 
 from analysis.convention import SIX_N
 from analysis.errors import AnalysisInputError
-from analysis.fits.bootstrap import check_count, summarize
+from analysis.fits.bootstrap import check_count, run_bootstrap
 from analysis.fits.lbfgs import batch_minimize
 
 __all__ = [
@@ -271,8 +271,12 @@ def fit_parametric(
             "Approach 3 optimum at a search bound (alpha={alpha:.3g}, beta={beta:.3g}, E={E:.3g}): "
             "the constants are not identified by these data".format(**out))
     if bootstrap:
-        samples, kept = _bootstrap(logN, logD, logL, delta, bootstrap, seed, _starts(boot_grid), fpt)
-        boot = summarize(samples, kept, point=out, level=ci_level, keep_samples=keep_samples)
+        starts = _starts(boot_grid)
+
+        def refit_many(idx_BxM):
+            return _refit_resamples(logN, logD, logL, delta, idx_BxM, starts, fpt)
+        boot = run_bootstrap(refit_many, len(N), bootstrap, seed=seed, point=out, level=ci_level,
+                             keep_samples=keep_samples)
         out["warnings"] += boot.pop("warnings")
         out.update(boot)
     out["identified"] = not out["warnings"]
@@ -294,8 +298,8 @@ def _batched(starts, weights, data, n_iter, chunk=4096):
     return th_all, v_all, g_all
 
 
-def _bootstrap(logN, logD, logL, delta, n_boot, seed, starts, fpt=None, n_keep=2):
-    """Refit ``n_boot`` resamples, each from every row of ``starts``; returns (samples, kept).
+def _refit_resamples(logN, logD, logL, delta, idx, starts, fpt=None, n_keep=2):
+    """Refit the resamples ``idx`` (B, M), each from every row of ``starts``; returns (samples, kept).
 
     Resamples are multinomial count weights so every (replicate, start) pair shares one
     compiled batched solve. Stage 1 runs every start briefly; stage 2 runs the ``n_keep`` best
@@ -303,9 +307,7 @@ def _bootstrap(logN, logD, logL, delta, n_boot, seed, starts, fpt=None, n_keep=2
     resample still has >= 3 distinct N and D, its optimum converged (small gradient) and lies
     inside the search box.
     """
-    rng = np.random.default_rng(seed)
-    n, S = len(logN), len(starts)
-    idx = rng.integers(0, n, size=(n_boot, n))
+    n, S, n_boot = len(logN), len(starts), len(idx)
     counts = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(float)
     data = (logN, logD, logL, np.asarray(delta))
     th1, v1, _ = _batched(np.tile(starts, (n_boot, 1)), np.repeat(counts, S, axis=0), data, _N_ITER // 2)
