@@ -1,8 +1,9 @@
 """Ability charts: emergence, in-context learning and self-consistency, ours and published.
 
 Reads files only (a sweep's results.parquet and trials/*/eval.jsonl, or the bundled reference
-CSVs); never imports the trainer. Three chart functions take tidy frames, so the same code
-draws our sweep and the published data:
+CSVs); never imports the trainer. This module loads and shapes the data; the three chart
+functions (drawn in analysis/plots/abilities.py, re-exported here) take tidy frames, so the
+same code draws our sweep and the published data:
 
 - `plot_emergence(df, x, metric, continuous, group)`: Wei et al. 2022 / Schaeffer et al. 2023 —
   a discontinuous metric (exact match) beside a continuous one, vs training FLOPs or
@@ -20,20 +21,17 @@ import os
 import sys
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless; must precede pyplot import
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from analysis.errors import AnalysisInputError  # noqa: E402
-from analysis.plots.sweep import paper_style, save_figure, si_label  # noqa: E402
-from analysis.reference import REFERENCE_DIR  # noqa: E402
-from scaling.display import print_table  # noqa: E402
-from scaling.errors import UserError  # noqa: E402
-from scaling.fileio import read_jsonl  # noqa: E402
-from scaling.sweeps import store  # noqa: E402
+from analysis.errors import AnalysisInputError
+from analysis.plots.abilities import plot_emergence, plot_icl, plot_sc  # re-exported: one import for notebooks
+from analysis.plots.style import save_figure
+from analysis.reference import REFERENCE_DIR
+from scaling.display import print_table
+from scaling.errors import UserError
+from scaling.fileio import read_jsonl
+from scaling.sweeps import store
 
 __all__ = ["read_eval_jsonl", "load_evals", "emergence_frame", "icl_frame", "sc_frame",
            "plot_emergence", "plot_icl", "plot_sc", "obsscaling_sc", "pythia_icl",
@@ -150,77 +148,7 @@ def summary_table(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------- charts
-
-def _lines(ax, df, x, y, group, colors=None, label_fmt=str, **kw):
-    groups = list(dict.fromkeys(df[group]))
-    cmap = colors or plt.cm.viridis(np.linspace(0.0, 0.9, max(len(groups), 1)))
-    for c, g in zip(cmap, groups):
-        d = df[df[group] == g].sort_values(x)
-        ax.plot(d[x], d[y], "o-", color=c, label=label_fmt(g), **kw)
-    return dict(zip(groups, cmap))
-
-
-def plot_emergence(df: pd.DataFrame, *, x="flops", metric="exact_match",
-                   continuous="edit_distance", group="task", chance: dict | None = None,
-                   xlabel="training FLOPs", title="", logx=True, axes=None):
-    """Two panels: `metric` (with chance lines) and `continuous` vs `x`, one line per `group`."""
-    for col in (x, metric, continuous, group):
-        if col not in df:
-            raise AnalysisInputError(f"emergence data has no column {col!r}")
-    with paper_style():
-        if axes is None:
-            fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.6))
-        fig = axes[0].figure
-        colors = _lines(axes[0], df, x, metric, group)
-        _lines(axes[1], df, x, continuous, group)
-        for g, c in (chance or {}).items():
-            if g in colors and c is not None and np.isfinite(c) and c > 0:
-                axes[0].axhline(c, color=colors[g], ls=":", lw=0.8)
-        for ax, ylab in zip(axes, (metric, continuous)):
-            ax.set_xscale("log" if logx else "linear")
-            if logx:  # minor-tick labels collide on a 1-2 decade axis
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylab.replace("_", " "))
-        axes[0].legend(title=f"{group} (dotted: chance)", loc="best")
-        if title:
-            fig.suptitle(title, fontsize=8)
-    return fig
-
-
-def plot_icl(df: pd.DataFrame, *, shots="shots", value="value", group="params_non_embedding",
-             ylabel="exact match", title="", label_fmt=None, ax=None):
-    """Accuracy vs number of in-context examples, one line per model size."""
-    with paper_style():
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(3.5, 2.6))
-        _lines(ax, df, shots, value, group,
-               label_fmt=label_fmt or (lambda g: si_label(g) if isinstance(g, (int, float)) else g))
-        ax.set_xlabel("number of shots k")
-        ax.set_ylabel(ylabel)
-        ax.legend(title="model size", loc="best")
-        ax.set_title(title)
-    return ax.figure
-
-
-def plot_sc(df: pd.DataFrame, *, samples="samples", value="value", group="params_non_embedding",
-            greedy=None, ylabel="majority-vote accuracy", title="", label_fmt=None, ax=None):
-    """maj@j accuracy vs sampled paths j, one line per size; greedy as a dashed line per size."""
-    fmt = label_fmt or (lambda g: si_label(g) if isinstance(g, (int, float)) else g)
-    with paper_style():
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(3.5, 2.6))
-        colors = _lines(ax, df, samples, value, group, label_fmt=fmt)
-        for g, v in (dict(greedy) if greedy is not None else {}).items():
-            if g in colors and np.isfinite(v):
-                ax.axhline(v, color=colors[g], ls="--", lw=0.9)
-        ax.set_xlabel("sampled reasoning paths")
-        ax.set_ylabel(ylabel)
-        ax.legend(title="model size (dashed: greedy)", loc="best")
-        ax.set_title(title)
-    return ax.figure
-
+# ---------------------------------------------------------------------------- charts (drawing: analysis/plots/abilities.py)
 
 def plot_sweep_abilities(sweep_dir, outdir=None, *, emergence_task_metric="exact_match",
                          icl_task="icl_mapping", sc_task="addition", sc_mode="cot") -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from functools import wraps
 from pathlib import Path
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.errors import AnalysisInputError
+
+_DEFAULT_BOOT = 200  # = analysis.report.DEFAULT_BOOTSTRAP (not imported: keeps `scaling --help` light)
 
 __all__ = ["register", "main"]
 
@@ -38,54 +39,34 @@ def _handles_input_errors(fn):
     return wrapper
 
 
-def _jsonable(obj):
-    """Floats/np scalars -> JSON-safe values (NaN/inf become null, so the output stays strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        x = float(obj)
-        return x if math.isfinite(x) else None
-    return obj
-
-
 def _print_result(result: dict, as_json: bool, keys) -> None:
+    """One JSON object, or the constants with their intervals, then notes and warnings."""
+    from analysis.report import format_constants, jsonable
+
     if as_json:
-        print(json.dumps(_jsonable(result)))
+        print(json.dumps(jsonable(result)))
         return
-    ci = result.get("ci", {})
-    print(f"{result.get('method', 'fit')} fit on {result.get('n_points', '?')} points")
-    print(f"{'name':>10}  {'value':>12}  {'CI':>28}")
-    for k in keys:
-        if k not in result:
-            continue
-        lo_hi = ci.get(k)
-        ci_s = f"[{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]" if lo_hi else ""
-        print(f"{k:>10}  {result[k]:>12.5g}  {ci_s:>28}")
+    print(f"{result.get('method', 'fit')} fit on {result.get('n_points', '?')} points"
+          + (f" (C: {result['c_convention']})" if result.get("c_convention") else ""))
+    fits = result.get("by_n") or {"value [95% interval]": result}
+    for line in format_constants(fits, keys):
+        print(line)
+    for line in result.get("notes", []):
+        print(line)
+    noise = result.get("seed_noise")
+    if noise:
+        print(f"seed noise floor: median std {noise['median_std']:.3g} ({noise['median_rel_std']:.2%}) "
+              f"over {noise['n_configs']} configurations")
 
 
-# ---------------------------------------------------------------------------- data
+def _emit(res: dict, warns) -> dict:
+    """Print each warning as one `warning: [code] ...` line on stderr; store them as dicts."""
+    from analysis.guardrails import format_warnings
 
-
-def _load_table(args):
-    """The finished, finite trials of the table and the guardrail warnings about its trials."""
-    from analysis.guardrails import screen_trials
-    from analysis.load import load_results
-
-    df = load_results(args.data)
-    df, warns = screen_trials(df, _loss_col(args, df))
-    if getattr(args, "drop_highest", 0):
-        loss_col = _loss_col(args, df)
-        k = int(args.drop_highest)
-        if k >= len(df):
-            raise AnalysisInputError(f"--drop-highest {k} leaves no points out of {len(df)}; use a smaller K")
-        # Epoch's rule: keep loss < sorted(loss)[-K] (drops the K highest; ties go too)
-        thresh = np.sort(df[loss_col].to_numpy(float))[-k]
-        df = df[df[loss_col].to_numpy(float) < thresh]
-    return df, warns
+    if warns:
+        print(format_warnings(warns), file=sys.stderr)
+    res["warnings"] = [w.to_dict() for w in warns]
+    return res
 
 
 def _budgets(df):
@@ -100,49 +81,52 @@ def _trial_ids(df):
     return df["trial_id"].astype(str).tolist() if "trial_id" in df.columns else None
 
 
-def _table_warnings(df, N, C, L):
-    """Guardrails that need the table: IsoFLOP edges whenever the sweep has budgets."""
-    from analysis.guardrails import check_isoflop
-
-    budgets = _budgets(df)
-    return [] if budgets is None else check_isoflop(N, C, L, trial_ids=_trial_ids(df), budgets=budgets)
+# ---------------------------------------------------------------------------- data
 
 
-def _emit_warnings(res: dict, warns) -> dict:
-    """Print each warning on one stderr line and store them under ``res["warnings"]``."""
-    from analysis.guardrails import format_warnings
+def _coded(lines, code: str) -> list:
+    """Plain warning strings (from the fits and loaders) as coded guardrail warnings."""
+    from analysis.guardrails import Warning
 
-    if warns:
-        print(format_warnings(warns), file=sys.stderr)
-    res["warnings"] = [w.to_dict() for w in warns]
-    return res
+    return [Warning(code, str(w)) for w in lines]
 
 
-def _flops(args, df, N, D):
-    """C per row: --c-col, else the trainer's ``flops`` column, else 6ND (tables without FLOPs)."""
-    from analysis.load import fit_arrays
+def _load_table(args, n_cols):
+    """Finished, finite rows (others excluded with a coded warning; analysis/guardrails.py),
+    the per-trial guardrails, seeds averaged, then --drop-highest."""
+    from analysis.guardrails import screen_trials
+    from analysis.load import aggregate_seeds, default_loss_col, load_results, seed_noise, usable
 
-    col = args.c_col or ("flops" if "flops" in df.columns else None)
-    return fit_arrays(df, [col])[0] if col else 6.0 * N * D
+    df = load_results(args.data)
+    loss_col = args.loss_col or default_loss_col(df)
+    df, warnings = screen_trials(df, loss_col)
+    need = list(n_cols) + [loss_col] + [c for c in (args.d_col, args.c_col, "flops")
+                                        if c and c in df.columns]
+    df, unusable = usable(df, list(dict.fromkeys(need)))
+    warnings += _coded(unusable, "trial-excluded")
+    df = aggregate_seeds(df)
+    if getattr(args, "drop_highest", 0):
+        k = int(args.drop_highest)
+        if k >= len(df):
+            raise AnalysisInputError(f"--drop-highest {k} leaves no points out of {len(df)}; use a smaller K")
+        # Epoch's rule: keep loss < sorted(loss)[-K] (drops the K highest; ties go too)
+        thresh = np.sort(df[loss_col].to_numpy(float))[-k]
+        df = df[df[loss_col].to_numpy(float) < thresh]
+    return df, loss_col, {"warnings": warnings, "seed_noise": seed_noise(df, loss_col)}
 
 
-def _loss_col(args, df):
-    from analysis.load import default_loss_col
+def _n_cols(args, df_cols) -> list[str]:
+    """--n-col, or both N conventions side by side when the table has both."""
+    if args.n_col:
+        return [args.n_col]
+    both = ["params_non_embedding", "params_total"]
+    return both if all(c in df_cols for c in both) else ["params_non_embedding"]
 
-    return args.loss_col or default_loss_col(df)
 
+def _bootstrap_count(args) -> int:
+    from analysis.fits.bootstrap import check_count
 
-def _n_d_l(args, df):
-    """N, D, L arrays from the table: D from --d-col, or D = C/(6N) with --c-col."""
-    from analysis.load import fit_arrays
-
-    loss_col = _loss_col(args, df)
-    if args.c_col:
-        N, C, L = fit_arrays(df, [args.n_col, args.c_col, loss_col])
-        D = C / (6.0 * N)
-    else:
-        N, D, L = fit_arrays(df, [args.n_col, args.d_col, loss_col])
-    return N, D, L
+    return check_count(args.bootstrap)
 
 
 # ---------------------------------------------------------------------------- fit
@@ -150,47 +134,64 @@ def _n_d_l(args, df):
 
 @_handles_input_errors
 def _fit_chinchilla(args) -> int:
-    from analysis.fits.chinchilla import fit_parametric
+    from analysis.load import load_results
+    from analysis.report import CONSTANTS, fit_sweep_table
 
-    from analysis.guardrails import check_fit
+    from analysis.guardrails import check_fit, check_isoflop
 
-    df, warns = _load_table(args)
-    N, D, L = _n_d_l(args, df)
-    kw = dict(delta=args.delta, grid=args.grid, bootstrap=args.bootstrap, seed=args.seed)
+    n_boot = _bootstrap_count(args)
+    n_cols = _n_cols(args, load_results(args.data).columns)
+    df, loss_col, info = _load_table(args, n_cols)
     if args.holdout:
-        return _holdout("chinchilla", args, df, (N, D, L), warns, **kw)
-    res = fit_parametric(N, D, L, **kw)
-    warns += _table_warnings(df, N, _flops(args, df, N, D), L) + check_fit(res, "chinchilla", N=N, D=D)
-    res = _emit_warnings({"method": "chinchilla", **res}, warns)
-    _print_result(res, args.json, ["E", "A", "B", "alpha", "beta", "a", "b", "G", "loss"])
+        return _holdout("chinchilla", args, df, loss_col, info, bootstrap=n_boot, seed=args.seed,
+                        delta=args.delta, grid=args.grid)
+    by_n = {}
+    for n_col in n_cols:
+        by_n[f"N = {n_col}"] = fit_sweep_table(df, n_col=n_col, loss_col=loss_col, bootstrap=n_boot,
+                                               seed=args.seed, d_col=args.d_col, c_col=args.c_col,
+                                               delta=args.delta, grid=args.grid)
+    primary = next(iter(by_n.values()))
+    x = _inputs(args, df, loss_col)
+    warns = info["warnings"] + _coded([f"{lb}: {w}" for lb, f in by_n.items() for w in f["warnings"]],
+                                      "fit")
+    if _budgets(df) is not None:
+        warns += check_isoflop(x["N"], x["C"], x["L"], trial_ids=_trial_ids(df), budgets=_budgets(df))
+    for f in by_n.values():
+        warns += check_fit(f, "chinchilla", N=x["N"], D=x["D"])
+    res = {"method": "chinchilla", **primary, "loss_col": loss_col, "seed_noise": info["seed_noise"]}
+    if len(by_n) > 1:
+        res["by_n"] = by_n
+    _print_result(_emit(res, warns), args.json, list(CONSTANTS) + ["loss"])
     return 0
 
 
-def _holdout(kind, args, df, arrays, warns, **fit_kw) -> int:
-    """``--holdout``: fit the kept points, predict the held-out ones, print, draw, warn.
-
-    ``arrays`` is (N, D, L) for chinchilla and kaplan, (N, C, L) for isoflop.
-    """
+def _holdout(kind, args, df, loss_col, info, **fit_kw) -> int:
+    """``--holdout``: fit the kept points, predict the held-out ones, print, draw, warn."""
     from analysis import holdout as ho
     from analysis.guardrails import check_fit
     from analysis.plots.holdout import plot_holdout
+    from analysis.report import jsonable
 
     spec = ho.parse_holdout(args.holdout)
+    x = _inputs(args, df, loss_col)
     if kind == "isoflop":
-        fit, res = ho.holdout_isoflop(*arrays, spec, budgets=_budgets(df), **fit_kw)
+        fit_kw.pop("delta", None), fit_kw.pop("grid", None)
+        fit, res = ho.holdout_isoflop(x["N"], x["C"], x["L"], spec, D=x["D"], budgets=_budgets(df),
+                                      **fit_kw)
     else:
-        N, D, L = arrays
         fn = ho.holdout_parametric if kind == "chinchilla" else ho.holdout_kaplan
-        fit, res = fn(N, D, L, _flops(args, df, N, D), spec, budgets=_budgets(df), trial_ids=_trial_ids(df),
-                      **fit_kw)
+        if kind == "kaplan":
+            fit_kw = {k: v for k, v in fit_kw.items() if k in ("bootstrap", "seed")}
+        fit, res = fn(x["N"], x["D"], x["L"], x["C"], spec, budgets=_budgets(df),
+                      trial_ids=_trial_ids(df), **fit_kw)
     data = Path(args.data)
     out = Path(args.plot_dir) if args.plot_dir else (data if data.is_dir() else data.parent) / "plots"
     res["plot"] = plot_holdout(res, out, kind)[0]
-    res.pop("in_sample")
-    warns += check_fit(fit, kind)
-    result = _emit_warnings({"method": kind, **fit, "holdout": res}, warns)
+    res.pop("in_sample", None)
+    warns = info["warnings"] + check_fit(fit, kind)
+    result = _emit({"method": kind, **fit, **_conventions(x), "holdout": res}, warns)
     if args.json:
-        _print_result(result, True, [])
+        print(json.dumps(jsonable(result)))
         return 0
     print(f"{kind} fit on {res['n_fit']} points, holding out {res['n_heldout']} ({spec.text}):")
     for p in res["points"]:
@@ -201,52 +202,55 @@ def _holdout(kind, args, df, arrays, warns, **fit_kw) -> int:
     return 0
 
 
-class _MarkGiven(argparse.Action):
-    """Store the value and remember that --d-col was given explicitly."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        namespace.d_col_given = True
-
-
 def _add_data_args(p, *, d_col=True):
     p.add_argument("data", help="sweep directory, .parquet or .csv results table")
-    p.add_argument("--n-col", default="params_non_embedding", help="parameter-count column (default: %(default)s)")
+    p.add_argument("--n-col", default=None,
+                   help="parameter-count column (default: params_non_embedding; chinchilla fits "
+                        "params_non_embedding and params_total side by side when both exist)")
     if d_col:
-        g = p.add_mutually_exclusive_group()
-        g.add_argument("--d-col", default="tokens", action=_MarkGiven,
-                       help="token column (default: %(default)s)")
-        g.add_argument("--c-col", default=None, help="FLOP column; then D = C/(6N)")
+        p.add_argument("--d-col", default="tokens",
+                       help="token column (default: %(default)s; without it D = C/(6N))")
+        p.add_argument("--c-col", default=None,
+                       help="FLOP column (default: flops when present, else C = 6ND; see analysis/convention.py)")
     p.add_argument("--loss-col", default=None, help="loss column (default: val_loss if present, else loss)")
     p.add_argument("--drop-highest", type=int, default=0, metavar="K", help="drop the K highest-loss points first")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap refits for CIs (default 0)")
+    p.add_argument("--bootstrap", type=int, default=_DEFAULT_BOOT, metavar="N",
+                   help="bootstrap refits for 95%% intervals: 0 (none) or >= 20 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.add_argument("--holdout", default=None, metavar="SPEC",
-                   help="fit without the largest budgets and predict them: top-budget, top-k:K or 'flops>=X'")
-    p.add_argument("--plot-dir", default=None, help="folder for the --holdout plot (default: DATA/plots)")
+                   help="fit on the rest and predict the held-out points: top-budget, top-k:K or "
+                        "'flops>=X' (analysis/holdout.py)")
+    p.add_argument("--plot-dir", default=None,
+                   help="where the held-out plot goes (default: DATA/plots, or the file's folder/plots)")
+
+
+def _inputs(args, df, loss_col):
+    from analysis.convention import fit_inputs
+
+    return fit_inputs(df, n_col=args.n_col or "params_non_embedding", loss_col=loss_col,
+                      d_col=args.d_col, c_col=args.c_col)
+
+
+def _conventions(x) -> dict:
+    return {k: x[k] for k in ("n_convention", "c_convention", "d_convention", "notes")}
 
 
 @_handles_input_errors
 def _fit_kaplan(args) -> int:
     from analysis.fits.kaplan import fit_kaplan
-    from analysis.load import fit_arrays
 
     from analysis.guardrails import check_fit
 
-    df, warns = _load_table(args)
-    loss_col = _loss_col(args, df)
-    if args.c_col and args.d_col_given is False:
-        N, C, L = fit_arrays(df, [args.n_col, args.c_col, loss_col])
-        D = C / (6.0 * N)
-    else:
-        N, D, L = fit_arrays(df, [args.n_col, args.d_col, loss_col])
-        C = fit_arrays(df, [args.c_col])[0] if args.c_col else None
+    n_boot = _bootstrap_count(args)
+    df, loss_col, info = _load_table(args, [args.n_col or "params_non_embedding"])
     if args.holdout:
-        return _holdout("kaplan", args, df, (N, D, L), warns, bootstrap=args.bootstrap, seed=args.seed)
-    res = {"method": "kaplan", **fit_kaplan(N, D, L, C=C, bootstrap=args.bootstrap, seed=args.seed)}
-    warns += _table_warnings(df, N, 6 * N * D if C is None else C, L) + check_fit(res, "kaplan", N=N, D=D)
-    _emit_warnings(res, warns)
+        return _holdout("kaplan", args, df, loss_col, info, bootstrap=n_boot, seed=args.seed)
+    x = _inputs(args, df, loss_col)
+    fit = fit_kaplan(x["N"], x["D"], x["L"], C=x["C"], bootstrap=n_boot, seed=args.seed,
+                     c_convention=x["c_convention"])
+    warns = info["warnings"] + _coded(fit["warnings"], "fit") + check_fit(fit, "kaplan", N=x["N"], D=x["D"])
+    res = _emit({"method": "kaplan", **fit, **_conventions(x), "seed_noise": info["seed_noise"]}, warns)
     if args.json:
         _print_result(res, True, [])
     else:
@@ -259,39 +263,40 @@ def _fit_kaplan(args) -> int:
 @_handles_input_errors
 def _fit_isoflop(args) -> int:
     from analysis.fits.isoflop import fit_isoflop
-    from analysis.load import fit_arrays
 
     from analysis.guardrails import check_fit, check_isoflop
 
-    df, warns = _load_table(args)
-    N, C, L = fit_arrays(df, [args.n_col, args.c_col or "flops", _loss_col(args, df)])
-    D = fit_arrays(df, [args.d_col])[0] if args.d_col in df.columns else None
-    warns += check_isoflop(N, C, L, trial_ids=_trial_ids(df), budgets=_budgets(df))
+    n_boot = _bootstrap_count(args)
+    df, loss_col, info = _load_table(args, [args.n_col or "params_non_embedding"])
     if args.holdout:
-        return _holdout("isoflop", args, df, (N, C, L), warns, D=D, bootstrap=args.bootstrap, seed=args.seed)
+        return _holdout("isoflop", args, df, loss_col, info, bootstrap=n_boot, seed=args.seed)
+    x = _inputs(args, df, loss_col)
+    warns = info["warnings"] + check_isoflop(x["N"], x["C"], x["L"], trial_ids=_trial_ids(df),
+                                             budgets=_budgets(df))
     try:
-        res = fit_isoflop(N, C, L, D=D, bootstrap=args.bootstrap, seed=args.seed)
+        fit = fit_isoflop(x["N"], x["C"], x["L"], D=x["D"], bootstrap=n_boot, seed=args.seed, fpt=x["fpt"])
     except AnalysisInputError:
-        _emit_warnings({}, warns)  # e.g. every minimum at an edge: the warnings say which way to go
+        _emit({}, warns)  # e.g. every minimum at an edge: the warnings say which way to extend
         raise
-    res = _emit_warnings({"method": "isoflop", **res}, warns + check_fit(res, "isoflop"))
+    warns += _coded(fit["warnings"], "fit") + check_fit(fit, "isoflop")
+    res = _emit({"method": "isoflop", **fit, **_conventions(x), "seed_noise": info["seed_noise"]}, warns)
     _print_result(res, args.json, ["a", "b", "k_N", "k_D", "n_budgets"])
     return 0
 
 
 @_handles_input_errors
 def _fit_envelope(args) -> int:
+    from analysis.convention import C_FLOPS, n_convention
     from analysis.fits.envelope import curve_flops, fit_envelope
-    from analysis.guardrails import check_fit, screen_trials
-    from analysis.load import load_curves, load_results
+    from analysis.load import completed, load_curves, load_results
 
+    n_boot = _bootstrap_count(args)
     if not Path(args.data).is_dir():
         raise AnalysisInputError(f"{args.data} is not a directory; envelope fits need a sweep dir with trials/*/metrics.jsonl")
-    results, warns = screen_trials(load_results(args.data))
-    cur = curve_flops(load_curves(args.data), results, n_col=args.n_col)
-    res = fit_envelope(cur, n_bins=args.bins, bootstrap=args.bootstrap, seed=args.seed)
-    warns += check_fit(res, "envelope", N=cur["N"].to_numpy(float))
-    res = _emit_warnings({"method": "envelope", **res}, warns)
+    cur = curve_flops(load_curves(args.data), completed(load_results(args.data)), n_col=args.n_col)
+    res = fit_envelope(cur, n_bins=args.bins, bootstrap=n_boot, seed=args.seed)
+    res = {"method": "envelope", **res, "n_convention": n_convention(args.n_col), "c_convention": C_FLOPS}
+    _emit(res, _coded(res.get("warnings", []), "fit"))
     if not args.json:
         res.pop("envelope")
     _print_result(res, args.json, ["a", "b", "k_N", "k_D"])
@@ -303,27 +308,12 @@ def _fit_envelope(args) -> int:
 
 @_handles_input_errors
 def _plot(args) -> int:
-    from analysis.fits.chinchilla import fit_parametric
-    from analysis.guardrails import check_sweep, format_warnings, screen_trials
-    from analysis.plots.sweep import plot_sweep
-    from analysis.load import default_loss_col, fit_arrays, load_results
+    """`scaling plot DIR`: the same report as the end of a sweep (analysis/report.py)."""
+    from analysis.fits.bootstrap import check_count
+    from analysis.report import report_sweep
 
-    raw = load_results(args.dir)
-    loss_col = args.loss_col or default_loss_col(raw)
-    df = screen_trials(raw, loss_col)[0]
-    fit = None
-    if not args.no_fit:
-        try:
-            N, D, L = fit_arrays(df, [args.n_col, "tokens", loss_col])
-            fit = fit_parametric(N, D, L)
-        except AnalysisInputError as exc:  # too few / bad points: plot the data without the fit
-            print(f"note: no fitted curves ({exc})", file=sys.stderr)
-    warns = check_sweep(raw, fit, n_col=args.n_col, loss_col=loss_col)
-    if warns:
-        print(format_warnings(warns), file=sys.stderr)
-    out = Path(args.out) if args.out else Path(args.dir) / "plots"
-    for p in plot_sweep(df, out, fit=fit, n_col=args.n_col, loss_col=loss_col):
-        print(p)
+    n_boot = check_count(args.bootstrap)
+    report_sweep(args.dir, fit=not args.no_fit, bootstrap=n_boot, plot_dir=args.out)
     return 0
 
 
@@ -336,21 +326,22 @@ def register(subparsers) -> None:
     _add_data_args(p)
     p.add_argument("--delta", type=float, default=1e-3, help="Huber delta (default: %(default)s)")
     p.add_argument("--grid", choices=["hoffmann", "small"], default="hoffmann")
-    p.set_defaults(func=_fit_chinchilla, d_col_given=False)
+    p.set_defaults(func=_fit_chinchilla)
 
     p = kinds.add_parser("kaplan", help="Kaplan 2020: L(N), L(D), L(C_min) and joint L(N,D)")
     _add_data_args(p)
-    p.set_defaults(func=_fit_kaplan, d_col_given=False)
+    p.set_defaults(func=_fit_kaplan)
 
     p = kinds.add_parser("isoflop", help="Approach 2: parabola per FLOP budget, N_opt ~ C^a, D_opt ~ C^b")
     _add_data_args(p)
-    p.set_defaults(func=_fit_isoflop, d_col_given=False)
+    p.set_defaults(func=_fit_isoflop)
 
     p = kinds.add_parser("envelope", help="Approach 1: min loss per FLOP bin over training curves")
     p.add_argument("data", help="sweep directory (reads trials/*/metrics.jsonl and results)")
     p.add_argument("--n-col", default="params_non_embedding")
     p.add_argument("--bins", type=int, default=100, help="log-spaced FLOP bins (default: %(default)s)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N")
+    p.add_argument("--bootstrap", type=int, default=_DEFAULT_BOOT, metavar="N",
+                   help="bootstrap refits: 0 or >= 20 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.set_defaults(func=_fit_envelope)
@@ -358,9 +349,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("plot", help="redraw the sweep plots into DIR/plots/")
     p.add_argument("dir", help="sweep directory")
     p.add_argument("--out", default=None, help="output folder (default: DIR/plots)")
-    p.add_argument("--n-col", default="params_non_embedding")
-    p.add_argument("--loss-col", default=None)
-    p.add_argument("--no-fit", action="store_true", help="skip the Approach-3 fit overlay")
+    p.add_argument("--no-fit", action="store_true", help="skip the Approach-3 fit (and fit.json)")
+    p.add_argument("--bootstrap", type=int, default=_DEFAULT_BOOT, metavar="N",
+                   help="bootstrap refits for the fit's intervals: 0 or >= 20 (default: %(default)s)")
     p.set_defaults(func=_plot)
 
 

@@ -32,7 +32,15 @@ __all__ = [
     "default_loss_col",
     "load_sweep",
     "Sweep",
+    "usable",
+    "aggregate_seeds",
+    "seed_noise",
+    "SEED_COL",
 ]
+
+SEED_COL = "train.seed"
+#: columns that identify a trained configuration when the table has no config keys
+_SHAPE_COLS = ("params_total", "params_non_embedding", "tokens", "flops")
 
 
 def load_results(path: str | os.PathLike) -> pd.DataFrame:
@@ -172,3 +180,68 @@ def fit_arrays(df: pd.DataFrame, cols, *, what: str = "fit data") -> list[np.nda
             )
         out.append(x)
     return out
+
+
+def usable(df: pd.DataFrame, cols) -> tuple[pd.DataFrame, list[str]]:
+    """Finished rows whose ``cols`` are finite and > 0, and one warning line naming the rest.
+
+    A failed trial or a NaN loss (e.g. ``nan_policy=skip`` runs that diverged) must not stop a
+    report or a fit: it is skipped, and the warning says which trials were.
+    """
+    require_columns(df, cols, what="results table")
+    done = completed(df)
+    ok = np.ones(len(done), bool)
+    for c in cols:
+        x = pd.to_numeric(done[c], errors="coerce").to_numpy(dtype=float)
+        ok &= np.isfinite(x) & (x > 0)
+    warnings = []
+    n_failed = len(df) - len(done)
+    if n_failed:
+        warnings.append(f"skipped {n_failed} trial(s) that did not finish (status != 'done')")
+    if (~ok).any():
+        ids = done["trial_id"].astype(str).tolist() if "trial_id" in done else [str(i) for i in done.index]
+        bad = [i for i, k in zip(ids, ok) if not k]
+        warnings.append(f"skipped {len(bad)} finished trial(s) with NaN/inf/non-positive "
+                        f"{'/'.join(cols)}: {', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}")
+    return done[ok], warnings
+
+
+def aggregate_seeds(df: pd.DataFrame, seed_col: str = SEED_COL, value_cols=("loss", "val_loss")) -> pd.DataFrame:
+    """One row per configuration: trials that differ only by ``seed_col`` averaged.
+
+    Configuration = every other dotted config column (``model.d_model`` ...), else the size /
+    tokens / FLOP columns. Numeric columns become means; each of ``value_cols`` present gets a
+    ``<col>_std`` (sample std, NaN for one seed) and the table an ``n_seeds`` column. A table
+    without ``seed_col`` is returned unchanged.
+    """
+    if seed_col not in df.columns or df.empty:
+        return df
+    keys = [c for c in df.columns if "." in c and c != seed_col] or [c for c in _SHAPE_COLS if c in df]
+    if not keys:
+        raise AnalysisInputError(f"cannot tell configurations apart: no config or size columns beside {seed_col!r}")
+    values = [c for c in value_cols if c in df.columns]
+    numeric = [c for c in df.columns if c not in keys and c != seed_col
+               and pd.api.types.is_numeric_dtype(df[c])]
+    g = df.groupby(keys, dropna=False, sort=False)
+    out = g[numeric].mean()
+    for c in values:
+        out[f"{c}_std"] = g[c].std(ddof=1)
+    out["n_seeds"] = g[seed_col].nunique()
+    first = [c for c in df.columns if c not in keys and c not in numeric and c != seed_col]
+    if first:
+        out = out.join(g[first].first())
+    return out.reset_index()
+
+
+def seed_noise(df: pd.DataFrame, loss_col: str) -> dict | None:
+    """The noise floor from seeds: median std of ``loss_col`` over configurations with >= 2 seeds."""
+    std_col = f"{loss_col}_std"
+    if std_col not in df.columns or "n_seeds" not in df.columns:
+        return None
+    multi = df[df["n_seeds"] >= 2]
+    if multi.empty:
+        return None
+    rel = (multi[std_col] / multi[loss_col]).to_numpy(float)
+    return {"loss_col": loss_col, "median_std": float(np.median(multi[std_col])),
+            "median_rel_std": float(np.median(rel)), "n_configs": int(len(multi)),
+            "max_seeds": int(multi["n_seeds"].max())}

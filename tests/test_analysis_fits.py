@@ -82,7 +82,7 @@ def test_isoflop_needs_interior_minima(tmp_path):
 
 @pytest.mark.parametrize("kind", ["kaplan", "isoflop", "envelope"])
 def test_cli_fit_kinds_json(iso_dir, capsys, kind):
-    assert cli_main(["fit", kind, str(iso_dir), "--bootstrap", "10", "--json"]) == 0
+    assert cli_main(["fit", kind, str(iso_dir), "--bootstrap", "20", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["method"] == kind and "ci" in res
 

@@ -230,14 +230,15 @@ def test_check_sweep_collects_table_and_fit_warnings():
 
 def test_sweep_report_stores_warnings_in_fit_json(tmp_path, monkeypatch, capsys):
     from analysis.fits import chinchilla
-    from scaling.sweeps.runner import report
+    from analysis.report import report_sweep
 
     # the fit itself is tested elsewhere; a fixed one keeps this test free of the JAX compile
     monkeypatch.setattr(chinchilla, "fit_parametric",
-                        lambda N, D, L, **kw: {"E": 1.0, "A": 50.0, "B": 2000.0, "alpha": 0.3, "beta": 0.3})
+                        lambda N, D, L, **kw: {"E": 1.0, "A": 50.0, "B": 2000.0, "alpha": 0.3, "beta": 0.3,
+                                               "n_points": len(N), "warnings": []})
     df = _issue_grid_rows().assign(loss=lambda d: d["val_loss"], wall_s=1.0)
-    report(str(tmp_path), df)
+    report_sweep(str(tmp_path), df, bootstrap=0)
     fit = json.loads((tmp_path / "fit.json").read_text())
-    codes = {w["code"] for w in fit["warnings"]}
+    codes = {w.split("]")[0].lstrip("[") for w in fit["warnings"] if w.startswith("[")}
     assert {"too-few-steps", "isoflop-edge"} <= codes
-    assert "warning: [isoflop-edge] budget C=3e+11" in capsys.readouterr().err
+    assert "warning: [isoflop-edge] budget C=3e+11" in capsys.readouterr().out

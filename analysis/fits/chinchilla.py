@@ -11,6 +11,12 @@ Follows Hoffmann et al. (2022) as re-examined by Besiroglu et al. (Epoch, 2024):
 
 All starts are solved together in a vmapped JAX L-BFGS (float64), then the best
 few are polished with scipy's L-BFGS-B using the exact numpy gradient.
+
+Identification: the form needs >= 3 distinct N and >= 3 distinct D (fewer cannot separate
+E, A, alpha or E, B, beta: an AnalysisInputError), and an optimum inside the search box
+``BOUNDS`` (else the result carries ``identified: False`` and a warning). Bootstrap
+replicates restart from the start grid and are discarded when they fail either test or do
+not converge; the output reports requested and kept counts (analysis/fits/bootstrap.py).
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import minimize
 
-from analysis.fits.lbfgs import batch_minimize
+from analysis.convention import SIX_N
 from analysis.errors import AnalysisInputError
+from analysis.fits.bootstrap import check_count, run_bootstrap
+from analysis.fits.lbfgs import batch_minimize
 
 __all__ = [
     "fit_parametric",
@@ -35,6 +43,12 @@ __all__ = [
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
 MIN_POINTS = 6  # five free parameters; fewer points than that fit exactly or not at all
+MIN_LEVELS = 3  # distinct N and distinct D values: A, alpha (B, beta) need two differences
+#: the search box in (a, b, e, alpha, beta) = (log A, log B, log E, alpha, beta): an optimum at or
+#: beyond it (exponent <= 0.01 or >= 3, E < 0.0025, |log A| huge) means the data do not pin it
+BOUNDS = {"a": (-20.0, 100.0), "b": (-20.0, 100.0), "e": (-6.0, 6.0), "alpha": (0.01, 3.0),
+          "beta": (0.01, 3.0)}
+_GTOL = 1e-5  # max |gradient| per unit point weight for a bootstrap replicate to count as converged
 _N_ITER = 200  # batched L-BFGS iterations per start (100 already reach the optimum on Epoch data)
 
 
@@ -56,6 +70,14 @@ def _small_grid() -> np.ndarray:
     return np.array(
         list(itertools.product([0, 5, 10], [0, 5, 10], [-1, 0, 1], [0.2, 0.5, 1.0], [0.2, 0.5, 1.0])),
         dtype=float,
+    )
+
+
+def _boot_grid() -> np.ndarray:
+    """2^5 = 32 starts spanning the usual basins: every bootstrap replicate restarts from all of
+    them (not from the full-data optimum, which would measure the optimiser's inertia)."""
+    return np.array(
+        list(itertools.product([2.0, 10.0], [2.0, 10.0], [-0.5, 0.5], [0.3, 1.0], [0.3, 1.0])), dtype=float
     )
 
 
@@ -144,24 +166,67 @@ def _check_inputs(N, D, L):
         raise AnalysisInputError(
             f"only {len(arrs[0])} points; the 5-parameter fit needs at least {MIN_POINTS} (run more trials)"
         )
+    n_N, n_D = len(np.unique(arrs[0])), len(np.unique(arrs[1]))
+    if n_N < MIN_LEVELS or n_D < MIN_LEVELS:
+        raise AnalysisInputError(
+            f"{n_N} distinct N and {n_D} distinct D; L = E + A/N^alpha + B/D^beta needs at least "
+            f"{MIN_LEVELS} of each to be identified (add model sizes / token budgets)"
+        )
     return arrs
 
 
-def _to_dict(theta, value, n):
-    a_, b_, e_, alpha, beta = (float(v) for v in theta)
-    A, B, E = float(np.exp(a_)), float(np.exp(b_)), float(np.exp(e_))
-    out = {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta}
-    out.update({k: float(v) for k, v in _allocation(A, B, alpha, beta).items()})
-    out.update({"loss": float(value), "n_points": int(n)})
-    return out
+def _at_bound(theta_Sx5) -> np.ndarray:
+    """Which rows of (a, b, e, alpha, beta) lie outside the open search box (``BOUNDS``)."""
+    th = np.atleast_2d(theta_Sx5)
+    lo = np.array([BOUNDS[k][0] for k in ("a", "b", "e", "alpha", "beta")])
+    hi = np.array([BOUNDS[k][1] for k in ("a", "b", "e", "alpha", "beta")])
+    return ~np.all(np.isfinite(th) & (th > lo) & (th < hi), axis=1)
 
 
-def _allocation(A, B, alpha, beta):
-    """Frontier exponents a, b and prefactor G (Hoffmann eq. 4)."""
-    s = alpha + beta
-    with np.errstate(all="ignore"):
-        G = (alpha * A / (beta * B)) ** (1.0 / s)
-    return {"a": beta / s, "b": alpha / s, "G": G}
+def _allocation(A, B, alpha, beta, fpt=None):
+    """Frontier exponents a, b and prefactor G for ``C = k N^s D`` (Hoffmann eq. 4 when k=6, s=1).
+
+    ``N_opt = G (C/k)^a``, ``D_opt = G^-s (C/k)^b`` with ``a = beta/(alpha + s beta)``,
+    ``b = alpha/(alpha + s beta)``, ``G = (alpha A / (s beta B))^(1/(alpha + s beta))``.
+    NaN where the constants have no finite optimum (non-positive exponents).
+    """
+    s = (fpt or SIX_N)["exp"]
+    A, B, alpha, beta = (np.asarray(v, float) for v in (A, B, alpha, beta))
+    t = alpha + s * beta
+    with np.errstate(all="ignore"):  # negative exponents: no optimum -> NaN, never complex
+        ratio = alpha * A / (s * beta * B)
+        G = np.where((ratio > 0) & (t > 0), np.abs(ratio) ** (1.0 / t), np.nan)
+        return {"a": beta / t, "b": alpha / t, "G": G}
+
+
+def _constants(theta_Sx5, fpt=None) -> dict:
+    a_, b_, e_, alpha, beta = np.atleast_2d(theta_Sx5).T
+    A, B, E = np.exp(a_), np.exp(b_), np.exp(e_)
+    return {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta, **_allocation(A, B, alpha, beta, fpt)}
+
+
+def _starts(grid) -> np.ndarray:
+    if isinstance(grid, str):
+        grids = {"hoffmann": hoffmann_grid, "small": _small_grid, "boot": _boot_grid}
+        if grid not in grids:
+            raise AnalysisInputError(f"grid={grid!r}; use 'hoffmann', 'small', 'boot' or an (n, 5) array")
+        return grids[grid]()
+    starts = np.atleast_2d(np.asarray(grid, dtype=float))
+    if starts.shape[1] != 5:
+        raise AnalysisInputError(f"grid has shape {starts.shape}; pass rows (a, b, e, alpha, beta)")
+    return starts
+
+
+def _point_fit(logN, logD, logL, delta, starts, n_polish):
+    """Best optimum over ``starts`` (batched L-BFGS), the best few polished by scipy."""
+    data = (logN, logD, logL, np.asarray(delta))
+    thetas, vals = batch_minimize(_value_and_grad_jax, starts, np.ones(len(logN)), data, n_iter=_N_ITER)
+    best_theta, best_val = None, np.inf
+    for i in np.argsort(vals)[: max(1, n_polish)]:
+        th, v = _polish(thetas[i], logN, logD, logL, delta)
+        if v < best_val:
+            best_theta, best_val = th, v
+    return best_theta, best_val
 
 
 def fit_parametric(
@@ -176,111 +241,84 @@ def fit_parametric(
     n_polish: int = 5,
     ci_level: float = 0.95,
     keep_samples: bool = False,
+    boot_grid="boot",
+    fpt: dict | None = None,
 ) -> dict:
     """Fit ``L = E + A/N^alpha + B/D^beta`` (Hoffmann's Approach 3, Epoch's summed Huber).
 
-    Parameters
-    ----------
-    N, D, L : array-like
-        Parameters, tokens and final loss per run (all > 0, finite).
-    delta : float
-        Huber threshold on log-loss residuals (Hoffmann: 1e-3).
-    grid : ``"hoffmann"`` (4,500 starts), ``"small"`` (243) or an array of rows
-        ``(a, b, e, alpha, beta)`` with ``A = e^a`` etc.
-    bootstrap : int
-        Number of bootstrap refits (resampling points with replacement). Each refit
-        starts from the full-data optimum plus a few perturbed starts. Adds ``ci``
-        (name -> [lo, hi], percentile interval at ``ci_level``) and ``bootstrap``
-        (the count) to the result.
-    seed : int
-        RNG seed for the bootstrap.
-    n_polish : int
-        How many of the best grid optima are polished with scipy L-BFGS-B.
-    keep_samples : bool
-        Also return the bootstrap estimates as ``samples`` (name -> list), e.g. for CI bands.
+    N, D, L: parameters, tokens and final loss per run (all > 0, finite; >= 3 distinct N and D).
+    ``delta``: Huber threshold on log-loss residuals (Hoffmann: 1e-3). ``grid``: ``"hoffmann"``
+    (4,500 starts), ``"small"`` (243) or rows ``(a, b, e, alpha, beta)`` with ``A = e^a`` etc.
+    ``bootstrap``: refits on resampled points (0, or >= 20 for a 95% interval); each restarts
+    from ``boot_grid`` (32 starts); replicates that do not identify the form are discarded. Adds ``ci``
+    (name -> [lo, hi] at ``ci_level``), ``bootstrap`` (requested), ``bootstrap_kept``, and with
+    ``keep_samples`` the kept estimates as ``samples``. ``fpt`` is the FLOPs-per-token law of
+    the C convention (analysis/convention.py; default 6N) used for ``a, b, G``.
 
-    Returns
-    -------
-    dict with ``E, A, B, alpha, beta``, allocation exponents ``a = beta/(alpha+beta)``,
-    ``b = alpha/(alpha+beta)``, ``G = (alpha A/(beta B))^(1/(alpha+beta))``, the
-    objective ``loss`` (summed Huber), ``n_points`` and ``delta``.
+    Returns ``E, A, B, alpha, beta``, allocation ``a, b, G`` (``N_opt = G (C/k)^a``), the
+    objective ``loss`` (summed Huber), ``n_points``, ``delta``, ``fpt``, ``identified`` and
+    ``warnings`` (one line each).
     """
     N, D, L = _check_inputs(N, D, L)
+    bootstrap = check_count(bootstrap, ci_level)
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
-    if isinstance(grid, str):
-        if grid not in ("hoffmann", "small"):
-            raise AnalysisInputError(f"grid={grid!r}; use 'hoffmann', 'small' or an (n, 5) array")
-        starts = hoffmann_grid() if grid == "hoffmann" else _small_grid()
-    else:
-        starts = np.atleast_2d(np.asarray(grid, dtype=float))
-        if starts.shape[1] != 5:
-            raise AnalysisInputError(f"grid has shape {starts.shape}; pass rows (a, b, e, alpha, beta)")
+    theta, value = _point_fit(logN, logD, logL, delta, _starts(grid), n_polish)
+    out = {k: float(v[0]) for k, v in _constants(theta, fpt).items()}
+    out.update({"loss": float(value), "n_points": int(len(N)), "delta": float(delta),
+                "fpt": dict(fpt or SIX_N), "warnings": []})
+    if _at_bound(theta)[0]:
+        out["warnings"].append(
+            "Approach 3 optimum at a search bound (alpha={alpha:.3g}, beta={beta:.3g}, E={E:.3g}): "
+            "the constants are not identified by these data".format(**out))
+    if bootstrap:
+        starts = _starts(boot_grid)
 
-    data = (logN, logD, logL, np.asarray(delta))
-    w = np.ones(len(N))  # broadcast over starts
-    thetas, vals = batch_minimize(_value_and_grad_jax, starts, w, data, n_iter=_N_ITER)
-
-    # polish the best few distinct optima in float64 scipy with the exact gradient
-    order = np.argsort(vals)
-    best_theta, best_val = None, np.inf
-    for i in order[: max(1, n_polish)]:
-        th, v = _polish(thetas[i], logN, logD, logL, delta)
-        if v < best_val:
-            best_theta, best_val = th, v
-    out = _to_dict(best_theta, best_val, len(N))
-    out["delta"] = float(delta)
-
-    if bootstrap and bootstrap > 0:
-        samples = _bootstrap(best_theta, logN, logD, logL, delta, int(bootstrap), seed)
-        lo_q, hi_q = 100 * (1 - ci_level) / 2, 100 * (1 + ci_level) / 2
-        out["ci"] = {
-            k: [float(np.nanpercentile(samples[k], lo_q)), float(np.nanpercentile(samples[k], hi_q))]
-            for k in PARAM_NAMES
-        }
-        out["bootstrap"] = int(bootstrap)
-        out["ci_level"] = float(ci_level)
-        if keep_samples:
-            out["samples"] = {k: np.asarray(v, float).tolist() for k, v in samples.items()}
+        def refit_many(idx_BxM):
+            return _refit_resamples(logN, logD, logL, delta, idx_BxM, starts, fpt)
+        boot = run_bootstrap(refit_many, len(N), bootstrap, seed=seed, point=out, level=ci_level,
+                             keep_samples=keep_samples)
+        out["warnings"] += boot.pop("warnings")
+        out.update(boot)
+    out["identified"] = not out["warnings"]
     return out
 
 
-def _bootstrap(theta_hat, logN, logD, logL, delta, n_boot, seed, n_starts=4, chunk=1024):
-    """Refit on ``n_boot`` resamples; returns dict name -> array of estimates.
-
-    Resamples are expressed as multinomial count weights so every replicate has
-    the same shape and all (replicate, start) pairs run in one vmapped solve.
-    Starts: the full-data optimum and ``n_starts - 1`` jittered copies of it
-    (a full grid per replicate is unnecessary: resampling moves the optimum only
-    a little, and the jitter guards against a replicate's basin moving).
-    """
-    rng = np.random.default_rng(seed)
-    n = len(logN)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    jitter = np.array([0.5, 0.5, 0.1, 0.03, 0.03])
-    starts = np.empty((n_boot, n_starts, 5))
-    starts[:, 0] = theta_hat
-    starts[:, 1:] = theta_hat + rng.normal(size=(n_boot, n_starts - 1, 5)) * jitter
-    flat_starts = starts.reshape(-1, 5)
-    flat_w = np.repeat(counts, n_starts, axis=0)
-    data = (logN, logD, logL, np.asarray(delta))
-    th_all = np.empty_like(flat_starts)
-    v_all = np.empty(len(flat_starts))
-    # fixed chunk size -> one compilation regardless of n_boot
-    for s in range(0, len(flat_starts), chunk):
-        th_c, w_c = flat_starts[s : s + chunk], flat_w[s : s + chunk]
+def _batched(starts, weights, data, n_iter, chunk=4096):
+    """batch_minimize over many (start, weights) rows in fixed-size chunks (one compilation)."""
+    th_all, v_all, g_all = np.empty_like(starts), np.empty(len(starts)), np.empty(len(starts))
+    for s in range(0, len(starts), chunk):
+        sl = slice(s, min(s + chunk, len(starts)))
+        th_c, w_c = starts[sl], weights[sl]
         m = len(th_c)
         if m < chunk:  # pad the last chunk
             th_c = np.concatenate([th_c, np.repeat(th_c[-1:], chunk - m, axis=0)])
             w_c = np.concatenate([w_c, np.repeat(w_c[-1:], chunk - m, axis=0)])
-        th, v = batch_minimize(_value_and_grad_jax, th_c, w_c, data, n_iter=_N_ITER)
-        th_all[s : s + m], v_all[s : s + m] = th[:m], v[:m]
-    th_all = th_all.reshape(n_boot, n_starts, 5)
-    v_all = v_all.reshape(n_boot, n_starts)
-    best = th_all[np.arange(n_boot), np.argmin(v_all, axis=1)]
-    a_, b_, e_, alpha, beta = best.T
-    A, B, E = np.exp(a_), np.exp(b_), np.exp(e_)
-    alloc = _allocation(A, B, alpha, beta)
-    return {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta, **alloc}
+        th, v, g = batch_minimize(_value_and_grad_jax, th_c, w_c, data, n_iter=n_iter, with_grad=True)
+        th_all[sl], v_all[sl], g_all[sl] = th[:m], v[:m], g[:m]
+    return th_all, v_all, g_all
+
+
+def _refit_resamples(logN, logD, logL, delta, idx, starts, fpt=None, n_keep=2):
+    """Refit the resamples ``idx`` (B, M), each from every row of ``starts``; returns (samples, kept).
+
+    Resamples are multinomial count weights so every (replicate, start) pair shares one
+    compiled batched solve. Stage 1 runs every start briefly; stage 2 runs the ``n_keep`` best
+    starts per replicate to convergence (the E-B valley is slow). A replicate is kept when its
+    resample still has >= 3 distinct N and D, its optimum converged (small gradient) and lies
+    inside the search box.
+    """
+    n, S, n_boot = len(logN), len(starts), len(idx)
+    counts = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(float)
+    data = (logN, logD, logL, np.asarray(delta))
+    th1, v1, _ = _batched(np.tile(starts, (n_boot, 1)), np.repeat(counts, S, axis=0), data, _N_ITER // 2)
+    top = np.argsort(v1.reshape(n_boot, S), axis=1)[:, :n_keep] + np.arange(n_boot)[:, None] * S
+    th2, v2, g2 = _batched(th1[top.ravel()], np.repeat(counts, n_keep, axis=0), data, 5 * _N_ITER)
+    best = np.argmin(v2.reshape(n_boot, n_keep), axis=1) + np.arange(n_boot) * n_keep
+    theta = th2[best]
+    levels_ok = np.array([len(np.unique(logN[i])) >= MIN_LEVELS and len(np.unique(logD[i])) >= MIN_LEVELS
+                          for i in idx])
+    kept = levels_ok & (g2[best] <= _GTOL * n) & ~_at_bound(theta)
+    return _constants(theta, fpt), kept
 
 
 def predict_loss(fit: dict, N, D):
@@ -289,19 +327,19 @@ def predict_loss(fit: dict, N, D):
     return fit["E"] + fit["A"] / N ** fit["alpha"] + fit["B"] / D ** fit["beta"]
 
 
-def compute_optimal(fit: dict, C):
-    """Compute-optimal ``(N_opt, D_opt)`` for FLOP budget(s) ``C`` under C = 6ND.
+def compute_optimal(fit: dict, C, fpt: dict | None = None):
+    """Compute-optimal ``(N_opt, D_opt)`` for FLOP budget(s) ``C``.
 
-    ``N_opt = G (C/6)^a``, ``D_opt = G^-1 (C/6)^b`` (Hoffmann eq. 4). ``a``, ``b`` and
-    ``G`` are derived from ``A, B, alpha, beta`` when absent from ``fit``.
+    C follows the fit's convention (``fpt``, analysis/convention.py): ``C = k N^s D``; published
+    fits and fits without ``fpt`` use C = 6ND, where ``N_opt = G (C/6)^a`` and
+    ``D_opt = G^-1 (C/6)^b`` (Hoffmann eq. 4). ``D_opt`` is always ``C / (k N_opt^s)``.
     """
-    alloc = {k: fit[k] for k in ("a", "b", "G") if k in fit}
-    if len(alloc) < 3:
-        alloc = _allocation(fit["A"], fit["B"], fit["alpha"], fit["beta"])
+    fpt = fpt or fit.get("fpt") or SIX_N
+    alloc = _allocation(fit["A"], fit["B"], fit["alpha"], fit["beta"], fpt)
     C = np.asarray(C, dtype=float)
-    x = C / 6.0
+    x = C / fpt["coef"]
     N_opt = alloc["G"] * x ** alloc["a"]
-    D_opt = x ** alloc["b"] / alloc["G"]
+    D_opt = x / N_opt ** fpt["exp"]
     if N_opt.ndim == 0:
         return float(N_opt), float(D_opt)
     return N_opt, D_opt

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.fits.powerlaw import bootstrap_fits, fit_loglog
+from analysis.fits.bootstrap import check_count, per_replicate, run_bootstrap
+from analysis.fits.powerlaw import fit_loglog
 from analysis.load import require_columns
 
 __all__ = ["curve_flops", "envelope_points", "fit_envelope"]
@@ -60,9 +61,10 @@ def fit_envelope(cur: pd.DataFrame, *, n_bins: int = 100, drop_edge_sizes: bool 
     ``cur`` is :func:`curve_flops` output. With ``drop_edge_sizes`` envelope bins won
     by the smallest or largest model are dropped: there the true optimum may lie
     outside the sweep, so the winner is censored and would bias the slope.
-    Bootstrap resamples the envelope points. Returns ``a, b, k_N, k_D, n_points``
+    Bootstrap (0 or >= 20) resamples the envelope points. Returns ``a, b, k_N, k_D, n_points``
     (envelope points used), ``envelope`` (records) and ``ci`` when bootstrapped.
     """
+    bootstrap = check_count(bootstrap)
     env = envelope_points(cur, n_bins=n_bins)
     if drop_edge_sizes:
         sizes = np.unique(cur["N"])
@@ -72,10 +74,14 @@ def fit_envelope(cur: pd.DataFrame, *, n_bins: int = 100, drop_edge_sizes: bool 
             f"the envelope has {env['N'].nunique()} interior model size(s); need >= 2 "
             "(train more sizes so that middle sizes win some FLOP ranges)"
         )
-    out = {**_fit(env), "n_points": int(len(env)), "envelope": env.to_dict("records")}
+    out = {**_fit(env), "n_points": int(len(env)), "envelope": env.to_dict("records"), "warnings": []}
     if bootstrap:
-        def refit(rng):
-            e = env.iloc[rng.integers(0, len(env), len(env))]
+        def refit(idx):
+            e = env.iloc[idx]
             return _fit(e) if e["N"].nunique() >= 2 else None
-        out.update(bootstrap_fits(refit, bootstrap, seed, keep_samples=keep_samples))
+        keys = ("a", "b", "k_N", "k_D")
+        boot = run_bootstrap(per_replicate(refit, keys), len(env), bootstrap, seed=seed,
+                             point={k: out[k] for k in keys}, keep_samples=keep_samples)
+        out["warnings"] += boot.pop("warnings")
+        out.update(boot)
     return out

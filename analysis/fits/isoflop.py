@@ -1,7 +1,8 @@
 """Chinchilla Approach 2: IsoFLOP profiles.
 
 For each compute budget, fit a parabola to loss vs log N near the minimum; its
-vertex gives N_opt(C) (D_opt from the budget). Then N_opt = k_N C^a and
+vertex gives N_opt(C) (D_opt from the tokens column, or C / fpt(N) under the compute
+convention of analysis/convention.py). Then N_opt = k_N C^a and
 D_opt = k_D C^b by least squares in log-log space.
 """
 
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.fits.powerlaw import bootstrap_fits, fit_loglog
+from analysis.convention import tokens_for
+from analysis.fits.bootstrap import check_count, per_replicate, run_bootstrap
+from analysis.fits.powerlaw import fit_loglog
 
 __all__ = ["budget_groups", "isoflop_optima", "fit_isoflop"]
 
@@ -45,14 +48,14 @@ def _vertex(logN, L, window):
 
 
 def isoflop_optima(N, C, L, *, D=None, window: float = np.log(10) * 0.75, sig: int = 2,
-                   min_points: int = 3) -> pd.DataFrame:
+                   min_points: int = 3, fpt: dict | None = None) -> pd.DataFrame:
     """Per-budget optimum from a parabola in ln N.
 
     ``window`` is the half-width in ln N around the empirical minimum that the
     parabola uses (default 0.75 decades; profiles are only parabolic near the
     minimum). Returns one row per budget: ``C, N_opt, D_opt, loss_opt, c0, c1, c2,
     n_points, interior`` (vertex inside the fitted points' range). ``D_opt`` is
-    interpolated from ``D`` in log space when given, else ``C / (6 N_opt)``.
+    interpolated from ``D`` in log space when given, else ``C / fpt(N_opt)`` (default 6N).
     """
     N, C, L = (np.asarray(v, float) for v in (N, C, L))
     budgets = budget_groups(C, sig)
@@ -72,9 +75,9 @@ def isoflop_optima(N, C, L, *, D=None, window: float = np.log(10) * 0.75, sig: i
             d_opt = float(np.exp(np.interp(xs, logN[o], np.log(np.asarray(D, float)[m][o]),
                                            left=np.nan, right=np.nan)))
             if not np.isfinite(d_opt):  # extrapolate with the budget constraint instead
-                d_opt = float(c / (6 * n_opt))
+                d_opt = float(tokens_for(fpt, n_opt, c))
         else:
-            d_opt = float(c / (6 * n_opt))
+            d_opt = float(tokens_for(fpt, n_opt, c))
         rows.append(dict(C=float(c), N_opt=n_opt, D_opt=d_opt, loss_opt=float(lopt), c0=coefs[0],
                          c1=coefs[1], c2=coefs[2], n_points=int(m.sum()), interior=interior))
     return pd.DataFrame(rows)
@@ -91,10 +94,12 @@ def fit_isoflop(N, C, L, *, D=None, bootstrap: int = 0, seed: int = 0, interior_
     """Approach 2: exponents ``a`` (N_opt ∝ C^a) and ``b`` (D_opt ∝ C^b) from IsoFLOP profiles.
 
     ``interior_only`` drops budgets whose vertex lies outside the sampled sizes
-    (an extrapolated optimum). Bootstrap resamples points within each budget and
-    refits parabolas and power laws. Returns ``a, b, k_N, k_D, n_budgets, n_points``,
-    ``optima`` (list of per-budget dicts) and ``ci`` when bootstrapped.
+    (an extrapolated optimum). Bootstrap (0 or >= 20) resamples points within each budget
+    and refits parabolas and power laws. Returns ``a, b, k_N, k_D, n_budgets, n_points``,
+    ``optima`` (list of per-budget dicts) and ``ci``/``bootstrap``/``bootstrap_kept`` when
+    bootstrapped. ``fpt`` (in ``kw``) is the FLOPs-per-token law used when ``D`` is absent.
     """
+    bootstrap = check_count(bootstrap)
     N, C, L = (np.asarray(v, float) for v in (N, C, L))
     for name, v in (("N", N), ("C", C), ("L", L)):
         if not np.all(np.isfinite(v) & (v > 0)):
@@ -107,15 +112,18 @@ def fit_isoflop(N, C, L, *, D=None, bootstrap: int = 0, seed: int = 0, interior_
             "bracketing the optimum); add budgets or sizes"
         )
     out = {**_fit_from_optima(used), "n_budgets": int(len(used)), "n_points": int(len(N)),
-           "optima": used.to_dict("records")}
+           "optima": used.to_dict("records"), "warnings": []}
     if bootstrap:
         budgets = budget_groups(C, kw.get("sig", 2))
         groups = [np.flatnonzero(budgets == c) for c in np.unique(budgets)]
 
-        def refit(rng):
-            idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        def refit(idx):
             o = isoflop_optima(N[idx], C[idx], L[idx], D=None if D is None else np.asarray(D)[idx], **kw)
             o = o[o["interior"]] if (interior_only and len(o)) else o
             return _fit_from_optima(o) if len(o) >= 2 else None
-        out.update(bootstrap_fits(refit, bootstrap, seed, keep_samples=keep_samples))
+        keys = ("a", "b", "k_N", "k_D")
+        boot = run_bootstrap(per_replicate(refit, keys), len(N), bootstrap, seed=seed, groups=groups,
+                             point={k: out[k] for k in keys}, keep_samples=keep_samples)
+        out["warnings"] += boot.pop("warnings")
+        out.update(boot)
     return out

@@ -5,7 +5,8 @@
 * ``L(C_min) = (C_c/C_min)^alpha_C`` – the compute frontier (Pareto-optimal runs)
 * ``L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D`` – joint fit to all runs
 
-C ≈ 6 N D. The single-variable laws are straight lines in log-log space
+C is the caller's compute column (analysis/convention.py: the trainer's ``flops``), 6 N D only
+when none is given (then ``c_convention`` says so). The single-variable laws are straight lines in log-log space
 (``log L = alpha log X_c - alpha log X``); the joint law is fitted by least squares
 on log loss from a few starting points.
 """
@@ -16,7 +17,9 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from analysis.errors import AnalysisInputError
-from analysis.fits.powerlaw import fit_loglog, percentile_ci
+from analysis.convention import C_6ND
+from analysis.fits.bootstrap import check_count, per_replicate, run_bootstrap
+from analysis.fits.powerlaw import fit_loglog
 
 __all__ = ["fit_kaplan", "fit_kaplan_joint", "kaplan_loss", "pareto_frontier"]
 
@@ -86,16 +89,27 @@ def _all(N, D, L, C):
     return out
 
 
-def fit_kaplan(N, D, L, *, C=None, bootstrap: int = 0, seed: int = 0) -> dict:
-    """All four Kaplan fits. ``C`` defaults to ``6 N D`` (Kaplan's approximation).
+def _flat(r: dict) -> dict:
+    return {**{k: r[k] for k in _KEYS}, **{f"L_ND.{k}": r["L_ND"][k] for k in _JOINT}}
+
+
+_KEYS = ("alpha_N", "N_c", "alpha_D", "D_c", "alpha_C", "C_c")
+_JOINT = ("alpha_N", "alpha_D", "N_c", "D_c")
+
+
+def fit_kaplan(N, D, L, *, C=None, bootstrap: int = 0, seed: int = 0, c_convention: str | None = None) -> dict:
+    """All four Kaplan fits. ``C`` is the compute column; without it ``6 N D`` (said in ``c_convention``).
 
     Returns ``alpha_N, N_c`` (from the best loss per size), ``alpha_D, D_c`` (best loss
     per token budget), ``alpha_C, C_c`` (Pareto frontier of loss vs compute; C_c in
     the units of ``C``, i.e. FLOPs – Kaplan quote PF-days), ``L_ND`` (joint fit:
-    ``alpha_N, alpha_D, N_c, D_c``), ``n_points``; with ``bootstrap`` a ``ci`` dict
-    (joint-fit keys prefixed ``L_ND.``) from resampling runs.
+    ``alpha_N, alpha_D, N_c, D_c``), ``n_points``, ``c_convention``; with ``bootstrap``
+    (0 or >= 20) a ``ci`` dict (joint-fit keys prefixed ``L_ND.``), ``bootstrap`` and
+    ``bootstrap_kept`` from resampling runs (analysis/fits/bootstrap.py).
     """
+    bootstrap = check_count(bootstrap)
     N, D, L = (np.asarray(v, float) for v in (N, D, L))
+    c_convention = c_convention or (C_6ND if C is None else "given C")
     C = 6 * N * D if C is None else np.asarray(C, float)
     for name, v in (("N", N), ("D", D), ("L", L), ("C", C)):
         if not np.all(np.isfinite(v) & (v > 0)):
@@ -106,21 +120,12 @@ def fit_kaplan(N, D, L, *, C=None, bootstrap: int = 0, seed: int = 0) -> dict:
             "Kaplan fits need >= 4 runs and >= 2 of each"
         )
     out = _all(N, D, L, C)
-    out["n_points"] = int(len(N))
+    out.update({"n_points": int(len(N)), "c_convention": c_convention, "warnings": []})
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        keys = ["alpha_N", "N_c", "alpha_D", "D_c", "alpha_C", "C_c"]
-        samples = {k: [] for k in keys + [f"L_ND.{k}" for k in ("alpha_N", "alpha_D", "N_c", "D_c")]}
-        for _ in range(int(bootstrap)):
-            i = rng.integers(0, len(N), len(N))
-            try:
-                r = _all(N[i], D[i], L[i], C[i])
-            except AnalysisInputError:
-                continue  # a resample with a single size or budget
-            for k in keys:
-                samples[k].append(r[k])
-            for k in ("alpha_N", "alpha_D", "N_c", "D_c"):
-                samples[f"L_ND.{k}"].append(r["L_ND"][k])
-        out["ci"] = percentile_ci(samples)
-        out["bootstrap"] = int(bootstrap)
+        def refit(i):
+            return _flat(_all(N[i], D[i], L[i], C[i]))
+        keys = list(_flat(out))
+        boot = run_bootstrap(per_replicate(refit, keys), len(N), bootstrap, seed=seed, point=_flat(out))
+        out["warnings"] += boot.pop("warnings")
+        out.update(boot)
     return out

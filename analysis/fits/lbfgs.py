@@ -94,24 +94,28 @@ def _run(vg, n_iter, x0, w, data):
         )
 
     st = jax.lax.fori_loop(0, n_iter, body, state)
-    return st["x"], jnp.where(jnp.isfinite(st["f"]), st["f"], jnp.inf)
+    gnorm = jnp.max(jnp.abs(st["g"]), axis=1)
+    return st["x"], jnp.where(jnp.isfinite(st["f"]), st["f"], jnp.inf), jnp.where(jnp.isfinite(gnorm), gnorm, jnp.inf)
 
 
-def batch_minimize(value_and_grad, thetas, weights, data, *, n_iter: int = 200):
+def batch_minimize(value_and_grad, thetas, weights, data, *, n_iter: int = 200, with_grad: bool = False):
     """Minimise from every row of ``thetas`` at once.
 
     ``value_and_grad(theta[S,P], weights, *data) -> (f[S], g[S,P])`` must be a
     batched jnp function (module-level, so that jit caching works). ``weights``
     is ``(S, M)`` per-start point weights (bootstrap resamples are multinomial
     counts, so every replicate shares one compiled function) or ``(M,)``.
-    Returns ``(thetas_final[S,P], values[S])`` as float64 numpy arrays.
+    Returns ``(thetas_final[S,P], values[S])`` as float64 numpy arrays, plus the final
+    gradient's max-norm ``[S]`` (a convergence check) when ``with_grad``.
     """
     with jax.enable_x64(True):
-        x, f = _run(
+        x, f, g = _run(
             value_and_grad,
             int(n_iter),
             jnp.asarray(thetas, jnp.float64),
             jnp.asarray(weights, jnp.float64),
             tuple(jnp.asarray(d, jnp.float64) for d in data),
         )
+        if with_grad:
+            return np.asarray(x), np.asarray(f), np.asarray(g)
         return np.asarray(x), np.asarray(f)

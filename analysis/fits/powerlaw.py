@@ -1,4 +1,4 @@
-"""Small shared helpers: log-log power-law fits with bootstrap CIs."""
+"""Least-squares power laws in log-log space (bootstraps live in analysis/fits/bootstrap.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from analysis.errors import AnalysisInputError
 
-__all__ = ["fit_loglog", "percentile_ci"]
+__all__ = ["fit_loglog"]
 
 
 def fit_loglog(x, y, w=None):
@@ -19,31 +19,3 @@ def fit_loglog(x, y, w=None):
     X = np.stack([lx, np.ones_like(lx)], axis=1) * np.sqrt(W)[:, None]
     coef, *_ = np.linalg.lstsq(X, ly * np.sqrt(W), rcond=None)
     return float(coef[0]), float(coef[1])
-
-
-def bootstrap_fits(refit, n: int, seed: int, keys=("a", "b", "k_N", "k_D"),
-                   keep_samples: bool = False) -> dict:
-    """Call `refit(rng)` `n` times (it returns a dict of estimates, or None to skip a degenerate
-    resample) and summarise: {"ci": name -> [lo, hi], "bootstrap": n[, "samples"]}."""
-    rng = np.random.default_rng(seed)
-    samples = {k: [] for k in keys}
-    for _ in range(int(n)):
-        est = refit(rng)
-        if est is not None:
-            for k in keys:
-                samples[k].append(est[k])
-    out = {"ci": percentile_ci(samples), "bootstrap": int(n)}
-    if keep_samples:  # raw bootstrap estimates, e.g. for CI bands in plots
-        out["samples"] = samples
-    return out
-
-
-def percentile_ci(samples: dict, level: float = 0.95) -> dict:
-    """name -> [lo, hi] percentile interval of bootstrap samples (NaNs ignored)."""
-    q = 100 * (1 - level) / 2
-    out = {}
-    for k, v in samples.items():
-        v = np.asarray(v, float)
-        v = v[np.isfinite(v)]
-        out[k] = [float(np.percentile(v, q)), float(np.percentile(v, 100 - q))] if len(v) else [np.nan, np.nan]
-    return out

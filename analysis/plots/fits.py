@@ -1,15 +1,18 @@
 """Figures for fitted scaling laws: IsoFLOP profiles, N_opt/D_opt vs compute, loss contours, residuals.
 
-All functions write ``outdir/<stem>.{png,pdf}`` and return the paths (see :mod:`analysis.plots`).
+All functions write ``outdir/<stem>.{png,pdf}`` and return the paths (analysis/plots/style.py).
+Compute follows each fit's own convention (its ``fpt`` law, analysis/convention.py; published
+fits: C = 6ND).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from analysis.convention import SIX_N, flops_per_token, tokens_for
 from analysis.fits.chinchilla import compute_optimal, predict_loss
 from analysis.fits.isoflop import budget_groups
-from analysis.plots.sweep import paper_style, plt, save_figure, si_label
+from analysis.plots.style import paper_style, plt, save_figure
 from analysis.reference import PF_DAY, hoffmann_fit, published_constants
 
 __all__ = ["plot_isoflop", "plot_allocation", "plot_contours", "plot_residuals", "allocation_lines"]
@@ -71,8 +74,10 @@ def _band(fit, C, which):
         k, e = (s["k_N"], s["a"]) if which == "N" else (s["k_D"], s["b"])
         curves = np.asarray(k)[:, None] * C[None, :] ** np.asarray(e)[:, None]
     else:
-        G, a, b = (np.asarray(s[x])[:, None] for x in ("G", "a", "b"))
-        curves = G * (C / 6) ** a if which == "N" else (C / 6) ** b / G
+        fpt = fit.get("fpt") or SIX_N
+        G, a = (np.asarray(s[x])[:, None] for x in ("G", "a"))
+        N = G * (C / fpt["coef"]) ** a
+        curves = N if which == "N" else tokens_for(fpt, N, C)
     return np.nanpercentile(curves, [2.5, 97.5], axis=0)
 
 
@@ -105,14 +110,14 @@ def plot_allocation(fits: dict, C_range, outdir, *, stem="allocation", published
 
 
 def plot_contours(fit: dict, outdir, *, N=None, C=None, N_range=None, C_range=None, stem="contours") -> list[str]:
-    """Hoffmann Fig. 4-style: contours of the fitted L(N, D=C/6N) over (C, N) with the
+    """Hoffmann Fig. 4-style: contours of the fitted L(N, D = C/fpt(N)) over (C, N) with the
     efficient frontier N_opt(C); runs (``N``, ``C``) drawn on top when given."""
     if C_range is None:
         C_range = (np.min(C) / 3, np.max(C) * 30) if C is not None else (1e18, 1e24)
     if N_range is None:
         N_range = (np.min(N) / 3, np.max(N) * 10) if N is not None else (1e7, 1e11)
     cc, nn = np.meshgrid(np.geomspace(*C_range, 200), np.geomspace(*N_range, 200))
-    loss = predict_loss(fit, nn, cc / (6 * nn))
+    loss = predict_loss(fit, nn, tokens_for(fit.get("fpt"), nn, cc))
     with paper_style():
         fig, ax = plt.subplots(figsize=(3.5, 2.8))
         levels = np.quantile(loss, np.linspace(0.02, 0.9, 12))
@@ -135,7 +140,7 @@ def plot_residuals(fit: dict, N, D, L, outdir, *, stem="residuals") -> list[str]
     with paper_style():
         fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.4), sharey=True)
         for ax, x, lab in zip(axes, (N, D), ("model size N (parameters)", "training tokens D")):
-            sc = ax.scatter(x, r, c=np.log10(6 * N * D), s=5, cmap="viridis")
+            sc = ax.scatter(x, r, c=np.log10(flops_per_token(fit.get("fpt"), N) * D), s=5, cmap="viridis")
             ax.axhline(0, color="k", lw=0.7)
             ax.set(xscale="log", xlabel=lab)
         axes[0].set_ylabel("residual  log L − log $\\hat L$")

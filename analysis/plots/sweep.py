@@ -1,73 +1,24 @@
 """Sweep plots: loss vs compute (per model size) and loss vs parameters (per token budget).
 
-Paper-size figures (3.5 x 2.6 in, 8 pt fonts) written as PNG (200 dpi) and PDF
-with the Agg backend, so they work on headless machines.
+Style, saving and colours: analysis/plots/style.py. Compute: analysis/convention.py.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import matplotlib
+import matplotlib.ticker as mticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless; must precede pyplot import
-import matplotlib.pyplot as plt
-import matplotlib.ticker as mticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from analysis.convention import fpt_law
+from analysis.errors import AnalysisInputError
+from analysis.fits.chinchilla import optimal_loss, predict_loss
+from analysis.load import completed, default_loss_col, require_columns
+from analysis.plots.style import colors as _colors
+from analysis.plots.style import paper_style, plt, save_figure, si_label
 
-from analysis.fits.chinchilla import predict_loss  # noqa: E402
-from analysis.errors import AnalysisInputError  # noqa: E402
-from analysis.load import completed, default_loss_col, require_columns  # noqa: E402
-
-__all__ = ["plot_sweep", "paper_style", "save_figure", "si_label"]
-
-_RC = {
-    "font.size": 8,
-    "axes.labelsize": 8,
-    "axes.titlesize": 8,
-    "legend.fontsize": 6,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "lines.linewidth": 1.2,
-    "lines.markersize": 3,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    "savefig.bbox": "tight",
-}
-
-
-def paper_style():
-    """Context manager with the rcParams used for all analysis figures."""
-    return matplotlib.rc_context(_RC)
-
-
-def save_figure(fig, outdir, stem, formats=("png", "pdf")) -> list[str]:
-    """Save ``fig`` as ``outdir/stem.{png,pdf}``, close it and return the paths."""
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        p = outdir / f"{stem}.{fmt}"
-        fig.savefig(p, dpi=200 if fmt == "png" else None, bbox_inches="tight")
-        paths.append(str(p))
-    plt.close(fig)
-    return paths
-
-
-def si_label(x: float) -> str:
-    """12_300_000 -> '12.3M' (legend labels for parameter and token counts)."""
-    for div, suf in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{suf}"
-    return f"{x:.3g}"
-
-
-def _colors(n):
-    return plt.cm.viridis(np.linspace(0.0, 0.9, max(n, 1)))
-
+__all__ = ["plot_sweep", "paper_style", "save_figure", "si_label", "frontier_in_table_flops"]
 
 def _round_sig(x, sig=3):
     # group token budgets that differ only by float noise / rounding in the sweep
@@ -90,19 +41,15 @@ def _loss_axis(ax) -> None:
 
 def frontier_in_table_flops(fit: dict, df: pd.DataFrame, C: np.ndarray,
                             n_col: str = "params_non_embedding") -> np.ndarray:
-    """L*(C) = min over N of the fitted L(N, D) with D = C / (FLOPs per token of N).
+    """L*(C) on the table's own compute axis (the trainer's flops, analysis/convention.py).
 
-    FLOPs per token come from the table itself (flops / tokens of each size, a power law in N
-    fitted through them), so the frontier lives on the same compute axis as the points, which
-    count attention and the output head too. With a single size it falls back to 6N.
+    Uses the fit's FLOPs-per-token law when it carries one, else fits it through the table's
+    ``flops / tokens`` per size, so the frontier and the points share one C.
     """
-    per = (df["flops"] / df["tokens"]).groupby(df[n_col]).median()
-    logN, logF = np.log(per.index.to_numpy(float)), np.log(per.to_numpy(float))
-    slope, icpt = np.polyfit(logN, logF, 1) if len(per) >= 2 else (1.0, np.log(6.0))
-    Ns = np.geomspace(per.index.min() / 30, per.index.max() * 30, 400)
-    fpt = np.exp(icpt + slope * np.log(Ns))
-    L = predict_loss(fit, Ns[None, :], np.asarray(C, float)[:, None] / fpt[None, :])
-    return L.min(axis=1)
+    fpt = fit.get("fpt")
+    if not fpt or fpt.get("source") == "6N":
+        fpt = fpt_law(df[n_col], df["flops"], df["tokens"])
+    return optimal_loss({**fit, "fpt": fpt}, np.asarray(C, float))
 
 
 def plot_sweep(df: pd.DataFrame, outdir: str | os.PathLike, fit: dict | None = None,
