@@ -81,6 +81,15 @@ def _trial_ids(df):
     return df["trial_id"].astype(str).tolist() if "trial_id" in df.columns else None
 
 
+def _table_warnings(df, x) -> list:
+    """Guardrails that need the table: IsoFLOP edges whenever the sweep has budgets."""
+    from analysis.guardrails import check_isoflop
+
+    if _budgets(df) is None:
+        return []
+    return check_isoflop(x["N"], x["C"], x["L"], trial_ids=_trial_ids(df), budgets=_budgets(df))
+
+
 # ---------------------------------------------------------------------------- data
 
 
@@ -137,7 +146,7 @@ def _fit_chinchilla(args) -> int:
     from analysis.load import load_results
     from analysis.report import CONSTANTS, fit_sweep_table
 
-    from analysis.guardrails import check_fit, check_isoflop
+    from analysis.guardrails import check_fit
 
     n_boot = _bootstrap_count(args)
     n_cols = _n_cols(args, load_results(args.data).columns)
@@ -154,8 +163,7 @@ def _fit_chinchilla(args) -> int:
     x = _inputs(args, df, loss_col)
     warns = info["warnings"] + _coded([f"{lb}: {w}" for lb, f in by_n.items() for w in f["warnings"]],
                                       "fit")
-    if _budgets(df) is not None:
-        warns += check_isoflop(x["N"], x["C"], x["L"], trial_ids=_trial_ids(df), budgets=_budgets(df))
+    warns += _table_warnings(df, x)
     for f in by_n.values():
         warns += check_fit(f, "chinchilla", N=x["N"], D=x["D"])
     res = {"method": "chinchilla", **primary, "loss_col": loss_col, "seed_noise": info["seed_noise"]}
@@ -249,7 +257,8 @@ def _fit_kaplan(args) -> int:
     x = _inputs(args, df, loss_col)
     fit = fit_kaplan(x["N"], x["D"], x["L"], C=x["C"], bootstrap=n_boot, seed=args.seed,
                      c_convention=x["c_convention"])
-    warns = info["warnings"] + _coded(fit["warnings"], "fit") + check_fit(fit, "kaplan", N=x["N"], D=x["D"])
+    warns = (info["warnings"] + _table_warnings(df, x) + _coded(fit["warnings"], "fit")
+             + check_fit(fit, "kaplan", N=x["N"], D=x["D"]))
     res = _emit({"method": "kaplan", **fit, **_conventions(x), "seed_noise": info["seed_noise"]}, warns)
     if args.json:
         _print_result(res, True, [])
@@ -293,10 +302,13 @@ def _fit_envelope(args) -> int:
     n_boot = _bootstrap_count(args)
     if not Path(args.data).is_dir():
         raise AnalysisInputError(f"{args.data} is not a directory; envelope fits need a sweep dir with trials/*/metrics.jsonl")
-    cur = curve_flops(load_curves(args.data), completed(load_results(args.data)), n_col=args.n_col)
+    from analysis.guardrails import screen_trials
+
+    kept, warns = screen_trials(load_results(args.data))
+    cur = curve_flops(load_curves(args.data), completed(kept), n_col=args.n_col)
     res = fit_envelope(cur, n_bins=args.bins, bootstrap=n_boot, seed=args.seed)
     res = {"method": "envelope", **res, "n_convention": n_convention(args.n_col), "c_convention": C_FLOPS}
-    _emit(res, _coded(res.get("warnings", []), "fit"))
+    _emit(res, warns + _coded(res.get("warnings", []), "fit"))
     if not args.json:
         res.pop("envelope")
     _print_result(res, args.json, ["a", "b", "k_N", "k_D"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Callable
 
 import numpy as np
@@ -127,8 +128,7 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
         fit_json = os.path.join(workdir, "fit.json")
         write_json_atomic(fit_json, jsonable({"chinchilla": result, "warnings": warnings, "seed_noise": noise}))
     from analysis.guardrails import check_sweep  # steps, warmup, epochs, edges, bounds, intervals
-    warnings += [f"[{w.code}] {w.message}" for w in check_sweep(df, result, loss_col=loss_col)
-                 if w.code != "trial-excluded"]  # exclusions: already named by `usable` above
+    warnings += [f"[{w.code}] {w.message}" for w in check_sweep(df, result, loss_col=loss_col)]
     if fit_json:
         write_json_atomic(fit_json, jsonable({"chinchilla": result, "warnings": warnings,
                                               "seed_noise": noise}))
@@ -137,8 +137,8 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
         paths = plot_sweep(good, plot_dir or os.path.join(workdir, "plots"), fit=result)
     except AnalysisInputError as exc:
         warnings.append(f"no plots: {exc}")
-    for wline in warnings:
-        log(f"warning: {wline}")
+    for wline in warnings:  # on stderr, like every other warning of the tool
+        print(f"warning: {wline}", file=sys.stderr, flush=True)
     if noise:
         log(f"seed noise floor: median std of {loss_col} {noise['median_std']:.3g} "
             f"({noise['median_rel_std']:.2%}) over {noise['n_configs']} configurations")

@@ -151,7 +151,8 @@ def test_degenerate_data_one_line_or_flagged(tmp_path, capsys):
         if rc == 2:
             assert cap.err.startswith("error: ") and cap.err.count("\n") == 1, name
         else:
-            assert rc == 0 and "warning:" in cap.out and "not identified" in cap.out, (name, cap.out)
+            text = cap.out + cap.err  # warnings go to stderr, the fit to stdout
+            assert rc == 0 and "warning:" in cap.err and "not identified" in text, (name, text)
             assert "alpha = 111" not in cap.out
     with pytest.raises(AnalysisInputError, match="distinct N"):
         fit_parametric(*cases["single_N"])
@@ -186,14 +187,14 @@ def test_seeds_are_aggregated_and_reported(tmp_path, capsys):
 # ------------------------------------------------------------------ the one end-of-sweep report
 
 
-def test_report_sweep_five_trials_and_unusable_rows(tmp_path):
+def test_report_sweep_five_trials_and_unusable_rows(tmp_path, capsys):
     d = make_synthetic_sweep(tmp_path / "five", d_models=(64, 128, 256, 384, 512), n_layers=(2, 2, 4, 4, 6),
                              tokens=(1e8,), n_failed=1)
     df = load_results(d)
     df.loc[0, "val_loss"] = np.nan  # a finished trial whose loss is NaN (nan_policy=skip run)
     lines = []
     rep = report_sweep(str(d), df, log=lines.append, bootstrap=0)
-    text = "\n".join(lines)
+    text = "\n".join(lines) + capsys.readouterr().err  # warnings go to stderr
     assert rep["fit"] is None and any("no Approach-3 fit" in w for w in rep["warnings"])
     assert any("t000" in w for w in rep["warnings"]) and any("did not finish" in w for w in rep["warnings"])
     assert "warning: skipped 1 finished trial" in text and len(rep["plots"]) == 4

@@ -106,6 +106,7 @@ CASES = [
      "eval.sc_shots=3 is not in eval.shots"),
     ("eval-sc-shots-not-in-shots", lambda t, e: ["eval", "--workdir", str(e),
                                                  "--config.eval.shots=0,1",
+                                                 "--config.eval.sc_samples=3",
                                                  "--config.eval.sc_shots=4"],
      "eval.sc_shots=4 is not in eval.shots"),
     ("seq-longer-than-split", lambda t, e: ["train", "--config", TINY, "--config.model.pos=rope",

@@ -202,6 +202,7 @@ def test_cli_plot_and_envelope_warn(tmp_path, capsys):
 
 def test_sweep_plan_warns_before_training(tmp_path, capsys):
     from scaling.cli import _warn_plan
+    from scaling.sweeps.plan import expand
 
     exp = tmp_path / "exp.py"
     exp.write_text("from scaling.config import default_config\n"
@@ -209,7 +210,7 @@ def test_sweep_plan_warns_before_training(tmp_path, capsys):
                    "    c.model.update(dict(d_model=32, n_layers=1, n_heads=2))\n"
                    "    c.train.update(dict(batch_size=64, seq_len=64, warmup=40.0))\n    return c\n"
                    "def get_sweep(arg=None):\n    return [{'train.steps': 100}, {'train.steps': 2000}]\n")
-    _warn_plan(str(exp), [])
+    _warn_plan(expand(str(exp), [])[0])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("warning: ")]  # (+ a data-build note)
     assert [ln.split("]")[0] for ln in lines] == ["warning: [too-few-steps", "warning: [warmup-long",
@@ -241,4 +242,4 @@ def test_sweep_report_stores_warnings_in_fit_json(tmp_path, monkeypatch, capsys)
     fit = json.loads((tmp_path / "fit.json").read_text())
     codes = {w.split("]")[0].lstrip("[") for w in fit["warnings"] if w.startswith("[")}
     assert {"too-few-steps", "isoflop-edge"} <= codes
-    assert "warning: [isoflop-edge] budget C=3e+11" in capsys.readouterr().out
+    assert "warning: [isoflop-edge] budget C=3e+11" in capsys.readouterr().err
