@@ -226,7 +226,9 @@ def aggregate_seeds(df: pd.DataFrame, seed_col: str = SEED_COL, value_cols=("los
     out = g[numeric].mean()
     for c in values:
         out[f"{c}_std"] = g[c].std(ddof=1)
-    out["n_seeds"] = g[seed_col].nunique()
+    # A grid point that does not set the seed (NaN) trains with the experiment's base seed: it
+    # counts as one seed of its own beside the points that set another.
+    out["n_seeds"] = g[seed_col].nunique(dropna=False)
     first = [c for c in df.columns if c not in keys and c not in numeric and c != seed_col]
     if first:
         out = out.join(g[first].first())
