@@ -111,8 +111,9 @@ def _load_table(args, n_cols):
     df, warnings = screen_trials(df, loss_col)
     need = list(n_cols) + [loss_col] + [c for c in (args.d_col, args.c_col, "flops")
                                         if c and c in df.columns]
-    df, unusable = usable(df, list(dict.fromkeys(need)))
-    warnings += _coded(unusable, "trial-excluded")
+    if "status" in df.columns:  # a sweep's table: unusable trials are skipped with a warning;
+        df, unusable = usable(df, list(dict.fromkeys(need)))  # a plain CSV's NaN is bad input
+        warnings += _coded(unusable, "trial-excluded")
     df = aggregate_seeds(df)
     if getattr(args, "drop_highest", 0):
         k = int(args.drop_highest)
