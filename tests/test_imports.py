@@ -148,3 +148,20 @@ def test_sweep_modules_do_not_fit_or_plot():
                 for m in sweeps if any(t.startswith("analysis") for t in graph[m])}
     assert "analysis.report" in graph["scaling.cli"]
     assert graph["scaling.sweeps.store"] <= {"scaling.errors", "scaling.fileio"}  # stdlib-light
+
+
+def test_no_function_longer_than_100_lines():
+    """The house rule of issue 12: every function in scaling/ and analysis/ reads in one sitting."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    long = []
+    for pkg in ("scaling", "analysis"):
+        for path in sorted((root / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > 100:
+                        long.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, long
