@@ -284,7 +284,9 @@ def fit_parametric(
 
 
 def _batched(starts, weights, data, n_iter, chunk=4096):
-    """batch_minimize over many (start, weights) rows in fixed-size chunks (one compilation)."""
+    """batch_minimize over many (start, weights) rows in fixed-size chunks (one compilation per
+    power-of-two chunk size, so a few hundred rows are not padded to thousands)."""
+    chunk = min(chunk, 1 << max(int(np.ceil(np.log2(max(len(starts), 1)))), 6))
     th_all, v_all, g_all = np.empty_like(starts), np.empty(len(starts)), np.empty(len(starts))
     for s in range(0, len(starts), chunk):
         sl = slice(s, min(s + chunk, len(starts)))
