@@ -226,6 +226,7 @@ def _coverage(nN, nD, reps=50, noise=0.01, level=0.90):
     for r in range(reps):
         N, D, L = _grid(nN, nD, noise, seed=100 + r)
         f = fit_parametric(N, D, L, grid="small", bootstrap=100, seed=r, ci_level=level)
+        assert f["bootstrap"] == 100 and f["bootstrap_kept"] <= 100  # requested and kept both reported
         flagged += not f["identified"]
         lo, hi = f["ci"].get("alpha", (np.nan, np.nan))
         hits += bool(lo <= TRUE_LAW["alpha"] <= hi)
@@ -234,6 +235,7 @@ def _coverage(nN, nD, reps=50, noise=0.01, level=0.90):
 
 @pytest.mark.slow
 def test_bootstrap_coverage_of_alpha():
+    # measured once (2 shared CPU cores): 3x3 covers 0.92 (~80 of 100 replicates kept), 5x5 0.98
     cov9, flag9 = _coverage(3, 3)
     cov25, flag25 = _coverage(5, 5)
     print(f"coverage of the 90% interval of alpha: 3x3 {cov9:.2f} (flagged {flag9:.2f}); "

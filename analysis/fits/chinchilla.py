@@ -201,7 +201,8 @@ def _allocation(A, B, alpha, beta, fpt=None):
 
 def _constants(theta_Sx5, fpt=None) -> dict:
     a_, b_, e_, alpha, beta = np.atleast_2d(theta_Sx5).T
-    A, B, E = np.exp(a_), np.exp(b_), np.exp(e_)
+    with np.errstate(over="ignore"):  # a runaway replicate: inf, then discarded as at a bound
+        A, B, E = np.exp(a_), np.exp(b_), np.exp(e_)
     return {"E": E, "A": A, "B": B, "alpha": alpha, "beta": beta, **_allocation(A, B, alpha, beta, fpt)}
 
 
