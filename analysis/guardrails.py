@@ -127,6 +127,14 @@ def screen_trials(df: pd.DataFrame, loss_col: str | None = None) -> tuple[pd.Dat
     return kept, warns + check_trials(kept)
 
 
+def _flagged(code: str, bad, ids, values, fmt, message) -> list[Warning]:
+    """One warning naming the trials where `bad` holds (`id: fmt(value)`), or none."""
+    if not bad.any():
+        return []
+    named = _named(f"{t}: {fmt(v)}" for t, v in zip(ids[bad], values[bad]))
+    return [Warning(code, message(int(bad.sum()), named), list(ids[bad]))]
+
+
 def check_trials(df: pd.DataFrame, *, planned: bool = False) -> list[Warning]:
     """Per-trial checks on results-table rows: optimizer steps, warmup, repeated data, mixtures.
 
@@ -138,28 +146,21 @@ def check_trials(df: pd.DataFrame, *, planned: bool = False) -> list[Warning]:
     out = []
     if "steps" in df.columns:
         steps = _num(df, "steps")
-        bad = steps < MIN_STEPS
-        if bad.any():
-            named = _named(f"{t}: {int(s)}" for t, s in zip(ids[bad], steps[bad]))
-            out.append(Warning("too-few-steps", f"{int(bad.sum())} trial(s) {verb} fewer than {MIN_STEPS} "
-                               f"optimizer steps ({named}); lower train.batch_size or raise the budget",
-                               list(ids[bad])))
+        out += _flagged("too-few-steps", steps < MIN_STEPS, ids, steps, lambda s: f"{int(s)}",
+                        lambda n, named: f"{n} trial(s) {verb} fewer than {MIN_STEPS} optimizer steps "
+                                         f"({named}); lower train.batch_size or raise the budget")
         if "warmup_steps" in df.columns:
             frac = _num(df, "warmup_steps") / np.maximum(steps, 1)
-            bad = frac > MAX_WARMUP_FRACTION
-            if bad.any():
-                named = _named(f"{t}: {f:.0%}" for t, f in zip(ids[bad], frac[bad]))
-                out.append(Warning("warmup-long", f"{int(bad.sum())} trial(s) warm up for more than "
-                                   f"{MAX_WARMUP_FRACTION:.0%} of their steps ({named}); shorten train.warmup",
-                                   list(ids[bad])))
+            out += _flagged("warmup-long", frac > MAX_WARMUP_FRACTION, ids, frac, lambda f: f"{f:.0%}",
+                            lambda n, named: f"{n} trial(s) warm up for more than "
+                                             f"{MAX_WARMUP_FRACTION:.0%} of their steps ({named}); "
+                                             f"shorten train.warmup")
     if "epochs" in df.columns:
         ep = _num(df, "epochs")
-        bad = ep > MAX_EPOCHS
-        if bad.any():
-            named = _named(f"{t}: {e:.2g} epochs" for t, e in zip(ids[bad], ep[bad]))
-            out.append(Warning("data-repeated", f"{int(bad.sum())} trial(s) {'will repeat' if planned else 'repeated'}"
-                               f" the train split ({named}; max {np.nanmax(ep):.2g}); repeated tokens are worth"
-                               " less than fresh ones", list(ids[bad])))
+        out += _flagged("data-repeated", ep > MAX_EPOCHS, ids, ep, lambda e: f"{e:.2g} epochs",
+                        lambda n, named: f"{n} trial(s) {'will repeat' if planned else 'repeated'}"
+                                         f" the train split ({named}; max {np.nanmax(ep):.2g}); repeated "
+                                         f"tokens are worth less than fresh ones")
     out += _check_mixture(df, ids)
     return out
 
