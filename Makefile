@@ -11,7 +11,7 @@ venv: $(BIN)/python
 
 # Install the package and run the default sweep offline (CPU, minutes).
 demo: venv
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-compile -e .
 	$(BIN)/scaling sweep --workdir runs/default
 
 # Install what the tests need and run the default (fast) test suite.
