@@ -93,12 +93,12 @@ def _fit_or_warn(good: pd.DataFrame, loss_col: str, bootstrap: int, log) -> tupl
     try:
         fit = fit_sweep_table(good, loss_col=loss_col, bootstrap=bootstrap)
     except AnalysisInputError as exc:  # not enough / not identifiable points: report without a fit
-        return None, [f"no Approach-3 fit: {exc}"]
+        return None, [f"[fit] no Approach-3 fit: {exc}"]
     log(f"Chinchilla fit L(N,D) = E + A/N^alpha + B/D^beta on {fit['n_points']} points "
         f"(N: {fit['n_convention']}; C: {fit['c_convention']}; loss: {loss_col})")
     for line in format_constants({"value [95% interval]": fit}) + fit["notes"]:
         log(line)
-    return fit, list(fit["warnings"])
+    return fit, [f"[fit] {w}" for w in fit["warnings"]]  # coded like `scaling fit` prints them
 
 
 def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[[str], None] = print,
