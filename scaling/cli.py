@@ -142,7 +142,7 @@ def _warn_plan(trials) -> None:
     """
     from analysis.guardrails import check_plan, format_warnings
     from scaling import counting
-    from scaling.data.batches import load_tokens
+    from scaling.data.store import load_tokens
     from scaling.train.optim import warmup_steps
 
     sizes: dict[str, float] = {}

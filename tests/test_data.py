@@ -243,7 +243,7 @@ def test_errors(tiny_dir, kjv_dir, tmp_path):
 
 
 def test_non_utf8_text_is_user_error():
-    from scaling.data.batches import _TextColumn
+    from scaling.data.sources import _TextColumn
     col = _TextColumn([{"t": b"ok"}, {"t": b"\xff\xfe"}], "t", "fake")
     assert col[0] == "ok"
     with pytest.raises(UserError, match="UTF-8"):
