@@ -196,18 +196,15 @@ def _tfds_identity(cfg_data) -> dict:
             "splits": {k: [v.num_examples, v.num_bytes] for k, v in builder.info.splits.items()}}
 
 
-def _tfds_units(cfg_data) -> list[Unit]:
-    units = []
-    for role, split in zip(ROLES, (cfg_data.train_split, cfg_data.val_split)):
-        builder, column = _open(cfg_data, split)
-        info = builder.info.splits[split.split("[", 1)[0]]
-        per_record = (info.num_bytes / info.num_examples if info.num_bytes and info.num_examples
-                      else DEFAULT_RECORD_BYTES)
-        step = max(1, int(cfg_data.shard_mb * 1e6 / per_record))
-        for start in range(0, len(column), step):
-            end = min(start + step, len(column))
-            units.append(Unit("tfds", (split,), start, end, int((end - start) * per_record), role))
-    return units
+def _tfds_units(cfg_data, split: str) -> list[Unit]:
+    builder, column = _open(cfg_data, split)
+    info = builder.info.splits[split.split("[", 1)[0]]
+    per_record = (info.num_bytes / info.num_examples if info.num_bytes and info.num_examples
+                  else DEFAULT_RECORD_BYTES)
+    step = max(1, int(cfg_data.shard_mb * 1e6 / per_record))
+    return [Unit("tfds", (split,), s, min(s + step, len(column)),
+                 int((min(s + step, len(column)) - s) * per_record), split)
+            for s in range(0, len(column), step)]
 
 
 def _tfds_documents(cfg_data, unit: Unit) -> Iterator[tuple[str, str]]:
@@ -384,33 +381,54 @@ def _file_documents(cfg_data, unit: Unit) -> Iterator[tuple[str, str]]:
 
 # ---------------------------------------------------------------------------- any source
 
-def plan(cfg_data) -> list[Unit]:
-    """The source's units of work, in corpus order (kjv/TFDS: train split first)."""
+def store_splits(cfg_data, split: str) -> tuple[str, ...]:
+    """The splits one token store holds: `files` both roles at once (one pass over the files
+    assigns each document by its hash); a TFDS dataset the one split asked for."""
+    if cfg_data.name == "files":
+        return ROLES
+    return (split,)
+
+
+def split_name(cfg_data, split: str) -> str:
+    """The store split holding `split`: `files` maps data.train_split/"train" to "train" and
+    data.val_split/"validation" to "validation"; TFDS splits are themselves."""
+    if cfg_data.name != "files":
+        return split
+    if split in (cfg_data.train_split, "train"):
+        return "train"
+    if split in (cfg_data.val_split, "validation"):
+        return "validation"
+    raise UserError(f"split {split!r} is neither data.train_split={cfg_data.train_split!r} nor "
+                    f"data.val_split={cfg_data.val_split!r}")
+
+
+def plan(cfg_data, splits: tuple[str, ...]) -> list[Unit]:
+    """The units of work of a store holding `splits`, in corpus order."""
     if cfg_data.name == "files":
         return _file_units(cfg_data, list_files(cfg_data))
-    return _tfds_units(cfg_data)
+    return [u for split in splits for u in _tfds_units(cfg_data, split)]
 
 
-def fingerprint(cfg_data) -> dict:
-    """What the source's documents and their split depend on (a store key). `files`: every
-    matched file's path, size and mtime, so an edited or added file makes a new store."""
+def fingerprint(cfg_data, splits: tuple[str, ...]) -> dict:
+    """What the documents of `splits` depend on (a store key). `files`: every matched file's
+    path, size and mtime, so an edited or added file makes a new store."""
     if cfg_data.name == "files":
         files = [[p, os.path.getsize(p), os.stat(p).st_mtime_ns] for p in list_files(cfg_data)]
         return {"name": "files", "files": files, "text_key": cfg_data.text_key,
                 "split_docs": bool(cfg_data.split_docs), "val_fraction": cfg_data.val_fraction}
-    return {"name": cfg_data.name, "text_key": cfg_data.text_key,
-            "splits": [cfg_data.train_split, cfg_data.val_split], **_tfds_identity(cfg_data)}
+    return {"name": cfg_data.name, "text_key": cfg_data.text_key, "split_names": list(splits),
+            "dataset": _tfds_identity(cfg_data)}
 
 
 def unit_documents(cfg_data, unit: Unit) -> Iterator[tuple[str, str]]:
-    """(role, text) for every document of `unit`, streamed in corpus order."""
+    """(split, text) for every document of `unit`, streamed in corpus order."""
     if unit.kind == "tfds":
         return _tfds_documents(cfg_data, unit)
     return _file_documents(cfg_data, unit)
 
 
-def documents(cfg_data, role: str, units: list[Unit] | None = None) -> Iterator[str]:
-    """The texts of one role ("train"/"validation"), streamed unit by unit."""
-    for unit in plan(cfg_data) if units is None else units:
-        if unit.role in ("", role):
-            yield from (text for r, text in unit_documents(cfg_data, unit) if r == role)
+def documents(cfg_data, split: str) -> Iterator[str]:
+    """The texts of one split (data.train_split, data.val_split or a role), streamed."""
+    name = split_name(cfg_data, split)
+    for unit in plan(cfg_data, store_splits(cfg_data, name)):
+        yield from (text for s, text in unit_documents(cfg_data, unit) if s == name)

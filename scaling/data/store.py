@@ -34,11 +34,12 @@ from typing import Iterator
 import numpy as np
 
 from scaling.data import sources
-from scaling.data.sources import ROLES, Unit, data_dir
+from scaling.data.sources import Unit, data_dir
 from scaling.data.tokenizer import Tokenizer, get_tokenizer, train_bpe
 from scaling.config import tokenizer_spec
 from scaling.errors import UserError
 from scaling.fileio import atomic_write, write_json_atomic
+from scaling.data.sources import split_name, store_splits
 
 STORE_FORMAT = 1       # bump when the shard layout or the document -> token rule changes
 INDEX = "index.json"
@@ -74,7 +75,7 @@ def _locked(path: str, what: str) -> Iterator[None]:
 
 def _bpe_texts(cfg_data, limit_bytes: float) -> Iterator[str]:
     seen = 0
-    for text in sources.documents(cfg_data, "train"):
+    for text in sources.documents(cfg_data, cfg_data.train_split):
         yield text
         seen += len(text.encode("utf-8"))
         if seen >= limit_bytes:
@@ -83,7 +84,8 @@ def _bpe_texts(cfg_data, limit_bytes: float) -> Iterator[str]:
 
 def bpe_path(cfg_data, vocab: int) -> str:
     """Where bpe:V trained on this source's train split is cached (key: corpus, V, sample)."""
-    key = _sha({"source": sources.fingerprint(cfg_data), "vocab": vocab,
+    train = sources.split_name(cfg_data, cfg_data.train_split)
+    key = _sha({"source": sources.fingerprint(cfg_data, (train,)), "vocab": vocab,
                 "train_mb": cfg_data.bpe_train_mb, "format": STORE_FORMAT})[:16]
     return os.path.join(data_dir(cfg_data), "tokenizers",
                         f"bpe-{vocab}-{_safe(cfg_data.name)}-{key}.json")
@@ -107,8 +109,8 @@ def tokenizer_for(cfg_data) -> Tokenizer:
 
 # ---------------------------------------------------------------------------- writing
 
-def store_path(cfg_data, tokenizer: Tokenizer) -> str:
-    key = _sha({"format": STORE_FORMAT, "source": sources.fingerprint(cfg_data),
+def store_path(cfg_data, splits: tuple[str, ...], tokenizer: Tokenizer) -> str:
+    key = _sha({"format": STORE_FORMAT, "source": sources.fingerprint(cfg_data, splits),
                 "tokenizer": tokenizer.fingerprint})[:16]
     name = f"{_safe(cfg_data.name)}-{_safe(cfg_data.tokenizer.split('/')[-1])}-{key}"
     return os.path.join(data_dir(cfg_data), "token_store", name)
@@ -149,32 +151,44 @@ class _Shard:
 
 def _encode_unit(cfg_data, unit: Unit, tokenizer, dtype, shards: dict) -> None:
     for batch in _doc_batches(sources.unit_documents(cfg_data, unit)):
-        for role in ROLES:
-            texts = [t for r, t in batch if r == role]
+        for split, shard in shards.items():
+            texts = [t for s, t in batch if s == split]
             if texts:
-                shards[role].add(tokenizer.encode_batch(texts), texts, tokenizer.eos_id, dtype)
+                shard.add(tokenizer.encode_batch(texts), texts, tokenizer.eos_id, dtype)
 
 
-def _write_unit(cfg_data, unit: Unit, i: int, out: str, tokenizer, dtype) -> dict:
-    """Tokenize unit `i` into its shards, then its unit json (the unit's completion mark)."""
-    shards = {role: _Shard() for role in ROLES}
+def _shard_name(split: str, i: int) -> str:
+    return f"{_safe(split)}-{i:05d}"
 
-    def write_val(f_val):
-        shards["validation"].file = f_val
 
-        def write_train(f_train):
-            shards["train"].file = f_train
-            _encode_unit(cfg_data, unit, tokenizer, dtype, shards)
-        atomic_write(os.path.join(out, f"train-{i:05d}.tok"), write_train)
-    atomic_write(os.path.join(out, f"validation-{i:05d}.tok"), write_val)
+def _write_nested(paths: list[tuple[str, str]], body, files: dict) -> None:
+    """`atomic_write` of every path at once: `body(files)` writes them all in one pass."""
+    if not paths:
+        body(files)
+        return
+    (split, path), rest = paths[0], paths[1:]
+    atomic_write(path, lambda f: _write_nested(rest, body, {**files, split: f}))
+
+
+def _write_unit(cfg_data, unit: Unit, i: int, out: str, splits: tuple[str, ...], tokenizer,
+                dtype) -> dict:
+    """Tokenize unit `i` into one shard per split, then its unit json (the unit's done mark)."""
+    shards = {split: _Shard() for split in splits}
+
+    def body(files):
+        for split, f in files.items():
+            shards[split].file = f
+        _encode_unit(cfg_data, unit, tokenizer, dtype, shards)
+    _write_nested([(s, os.path.join(out, _shard_name(s, i) + ".tok")) for s in splits], body, {})
     meta = {"unit": i, "nbytes": unit.nbytes, "shards": {}}
-    for role, s in shards.items():
+    for split, s in shards.items():
         ends = (np.concatenate(s.ends) if s.ends else np.zeros(0, np.uint64)).tobytes()
-        atomic_write(os.path.join(out, f"{role}-{i:05d}.doc"), ends)
-        meta["shards"][role] = {"file": f"{role}-{i:05d}.tok", "tokens": s.tokens,
-                                "docs": len(ends) // 8, "text_bytes": s.text_bytes,
-                                "sha256": s.sha.hexdigest(), "doc_file": f"{role}-{i:05d}.doc",
-                                "doc_sha256": hashlib.sha256(ends).hexdigest()}
+        name = _shard_name(split, i)
+        atomic_write(os.path.join(out, name + ".doc"), ends)
+        meta["shards"][split] = {"file": name + ".tok", "tokens": s.tokens, "docs": len(ends) // 8,
+                                 "text_bytes": s.text_bytes, "sha256": s.sha.hexdigest(),
+                                 "doc_file": name + ".doc",
+                                 "doc_sha256": hashlib.sha256(ends).hexdigest()}
     write_json_atomic(os.path.join(out, f"unit-{i:05d}.json"), meta)
     return meta
 
@@ -189,28 +203,29 @@ def _worker_init(cfg_dict: dict, tokenizer_args: tuple) -> None:
 
 
 def _worker_task(job: tuple) -> dict:
-    unit, i, out, dtype = job
-    return _write_unit(_WORKER["cfg"], unit, i, out, _WORKER["tok"], dtype)
+    return _write_unit(_WORKER["cfg"], *job[:4], _WORKER["tok"], job[4])
 
 
 def _workers(cfg_data) -> int:
     return cfg_data.workers or len(os.sched_getaffinity(0))
 
 
-def _run_units(cfg_data, units: list[Unit], out: str, tokenizer, progress: bool) -> None:
+def _run_units(cfg_data, units: list[Unit], out: str, splits: tuple[str, ...], tokenizer,
+               progress: bool) -> None:
     """Write every unit without a unit json: in this process, or one worker per core."""
     from tqdm import tqdm  # lazy: only a build shows a bar
-    todo = [i for i in range(len(units)) if not os.path.exists(os.path.join(out, f"unit-{i:05d}.json"))]
-    done = sum(units[i].nbytes for i in range(len(units)) if i not in set(todo))
-    jobs = [(units[i], i, out, _dtype(tokenizer)) for i in todo]
+    todo = [i for i in range(len(units))
+            if not os.path.exists(os.path.join(out, f"unit-{i:05d}.json"))]
+    done = sum(u.nbytes for u in units) - sum(units[i].nbytes for i in todo)
+    jobs = [(units[i], i, out, splits, _dtype(tokenizer)) for i in todo]
     bar = tqdm(total=sum(u.nbytes for u in units), initial=done, unit="B", unit_scale=True,
                unit_divisor=1000, desc=f"prepare {cfg_data.name} {cfg_data.tokenizer}",
-               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+               disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
     workers = min(_workers(cfg_data), len(jobs))
     with bar:
         if workers <= 1:
-            for unit, i, out_, dtype in jobs:
-                bar.update(_write_unit(cfg_data, unit, i, out_, tokenizer, dtype)["nbytes"])
+            for job in jobs:
+                bar.update(_write_unit(cfg_data, *job[:4], tokenizer, job[4])["nbytes"])
             return
         # spawn: the parent may hold JAX threads, which a fork would copy half-locked
         ctx = multiprocessing.get_context("spawn")
@@ -221,35 +236,36 @@ def _run_units(cfg_data, units: list[Unit], out: str, tokenizer, progress: bool)
                 bar.update(meta["nbytes"])
 
 
-def _assemble(cfg_data, n_units: int, out: str, tokenizer) -> dict:
+def _assemble(cfg_data, n_units: int, out: str, splits: tuple[str, ...], tokenizer) -> dict:
     """The index from the unit jsons, in unit order; an empty split is a `UserError`."""
-    splits = {r: {"tokens": 0, "docs": 0, "text_bytes": 0, "shards": []} for r in ROLES}
+    totals = {s: {"tokens": 0, "docs": 0, "text_bytes": 0, "shards": []} for s in splits}
     for i in range(n_units):
         with open(os.path.join(out, f"unit-{i:05d}.json")) as f:
             meta = json.load(f)
-        for role in ROLES:
-            shard, split = meta["shards"][role], splits[role]
-            split["shards"].append(shard)
+        for split, total in totals.items():
+            shard = meta["shards"][split]
+            total["shards"].append(shard)
             for k in ("tokens", "docs", "text_bytes"):
-                split[k] += shard[k]
-    for role, split in splits.items():
-        if split["docs"] == 0:
+                total[k] += shard[k]
+    for split, total in totals.items():
+        if total["docs"] == 0:
             hint = ("raise data.val_fraction or add documents" if cfg_data.name == "files"
                     else "pick another split (data.train_split/data.val_split)")
-            raise UserError(f"the {role} split of {cfg_data.name!r} has no documents: {hint}")
+            raise UserError(f"the {split} split of {cfg_data.name!r} has no documents: {hint}")
+    source = sources.fingerprint(cfg_data, splits)
     return {"format": STORE_FORMAT, "tokenizer": cfg_data.tokenizer,
             "tokenizer_fingerprint": tokenizer.fingerprint, "vocab_size": tokenizer.vocab_size,
-            "eos_id": tokenizer.eos_id, "dtype": _dtype(tokenizer).name,
-            "source": sources.fingerprint(cfg_data),
-            "source_fingerprint": _sha(sources.fingerprint(cfg_data)), "splits": splits}
+            "eos_id": tokenizer.eos_id, "dtype": _dtype(tokenizer).name, "source": source,
+            "source_fingerprint": _sha(source), "splits": totals}
 
 
-def prepare(cfg_data, *, progress: bool = True) -> str:
-    """Build the token store of `cfg_data` unless it is complete; returns its folder.
-
-    Under the store's lock, so concurrent callers build it once; resumes a killed build."""
+def prepare(cfg_data, split: str | None = None, *, progress: bool = True) -> str:
+    """Build the token store holding `split` (default data.train_split) unless it is complete;
+    returns its folder. Under the store's lock, so concurrent callers build it once; a killed
+    build resumes."""
     tokenizer = tokenizer_for(cfg_data)
-    out = store_path(cfg_data, tokenizer)
+    splits = store_splits(cfg_data, split_name(cfg_data, split or cfg_data.train_split))
+    out = store_path(cfg_data, splits, tokenizer)
     if os.path.exists(os.path.join(out, INDEX)):
         return out
     with _locked(out, "the token store"):
@@ -259,17 +275,17 @@ def prepare(cfg_data, *, progress: bool = True) -> str:
         for name in os.listdir(out):  # temp files of a killed build
             if name.endswith(".tmp"):
                 os.remove(os.path.join(out, name))
-        units = sources.plan(cfg_data)
+        units = sources.plan(cfg_data, splits)
         if not units:
             raise UserError(f"{cfg_data.name!r} has no documents: check data.files")
         t0 = time.perf_counter()
-        _run_units(cfg_data, units, out, tokenizer, progress)
-        index = _assemble(cfg_data, len(units), out, tokenizer)
+        _run_units(cfg_data, units, out, splits, tokenizer, progress)
+        index = _assemble(cfg_data, len(units), out, splits, tokenizer)
         write_json_atomic(os.path.join(out, INDEX), index)
-        tr = index["splits"]["train"]
         if progress:
-            print(f"token store: {tr['tokens']:,} train tokens from {tr['text_bytes'] / 1e6:.1f} MB"
-                  f" in {time.perf_counter() - t0:.1f}s -> {out}", file=sys.stderr, flush=True)
+            n = {k: v["tokens"] for k, v in index["splits"].items()}
+            print(f"token store: {n} tokens in {time.perf_counter() - t0:.1f}s -> {out}",
+                  file=sys.stderr, flush=True)
     return out
 
 
@@ -314,21 +330,11 @@ def read_index(path: str) -> dict:
         return json.load(f)
 
 
-def split_role(cfg_data, split: str) -> str:
-    """"train"/"validation" for a split name (the configured ones, or the role names)."""
-    if split in (cfg_data.train_split, "train"):
-        return "train"
-    if split in (cfg_data.val_split, "validation"):
-        return "validation"
-    raise UserError(f"split {split!r} is neither data.train_split={cfg_data.train_split!r} nor "
-                    f"data.val_split={cfg_data.val_split!r}")
-
-
-def open_split(path: str, role: str):
-    """The role's tokens of the store at `path`: a memmap (one shard) or `ShardedTokens`."""
+def open_split(path: str, split: str):
+    """The split's tokens of the store at `path`: a memmap (one shard) or `ShardedTokens`."""
     index = read_index(path)
     parts = []
-    for shard in index["splits"][role]["shards"]:
+    for shard in index["splits"][split]["shards"]:
         if shard["tokens"] == 0:
             continue  # np.memmap cannot map an empty file
         file = os.path.join(path, shard["file"])
@@ -343,5 +349,4 @@ def open_split(path: str, role: str):
 def load_tokens(cfg_data, split: str):
     """A split as one flat token array (documents + EOS each), memory-mapped from the store
     (prepared on first use)."""
-    role = split_role(cfg_data, split)
-    return open_split(prepare(cfg_data), role)
+    return open_split(prepare(cfg_data, split), split_name(cfg_data, split))
