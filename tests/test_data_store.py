@@ -45,7 +45,8 @@ def write_jsonl(folder, files: int, docs: int, seed: int = 0, key: str = "text")
 def files_cfg(tmp_path, pattern: str, **data):
     cfg = resolve(default_config())
     cfg.data.update(dict(name="files", files=pattern, data_dir=str(tmp_path / "data"),
-                         val_fraction=0.1, workers=1, **data))
+                         val_fraction=0.1, workers=1))
+    cfg.data.update(data)
     return cfg
 
 
@@ -214,8 +215,9 @@ def test_kill_9_mid_prepare_then_rerun_gives_identical_shards(tmp_path):
     root = os.path.join(killed_dir, "token_store")
     deadline = time.time() + 120
     while time.time() < deadline:
-        units = [n for d in (os.listdir(root) if os.path.isdir(root) else [])
-                 for n in os.listdir(os.path.join(root, d)) if n.startswith("unit-")]
+        dirs = [os.path.join(root, d) for d in (os.listdir(root) if os.path.isdir(root) else [])
+                if os.path.isdir(os.path.join(root, d))]
+        units = [n for d in dirs for n in os.listdir(d) if n.startswith("unit-")]
         if len(units) >= 3:
             break
         time.sleep(0.02)
@@ -226,10 +228,10 @@ def test_kill_9_mid_prepare_then_rerun_gives_identical_shards(tmp_path):
     assert not os.path.exists(os.path.join(store_dir, "index.json")), "killed too late"
     assert subprocess.run(_prepare_cmd(killed_dir, pattern, 2), cwd=ROOT, env=env,
                           capture_output=True).returncode == 0
-    fresh_dir = str(tmp_path / "fresh")
-    assert subprocess.run(_prepare_cmd(fresh_dir, pattern, 1), cwd=ROOT, env=env,
-                          capture_output=True).returncode == 0
-    fresh = os.path.join(fresh_dir, "token_store", os.path.basename(store_dir))
+    cfg = files_cfg(tmp_path, pattern, data_dir=str(tmp_path / "fresh"), shard_mb=0.004)
+    cfg.data.val_fraction = default_config().data.val_fraction   # as the command's
+    fresh = store.prepare(cfg.data, progress=False)                # uninterrupted, 1 worker
+    assert os.path.basename(fresh) == os.path.basename(store_dir)
     assert _shard_hashes(store_dir) == _shard_hashes(fresh) and len(_shard_hashes(fresh)) > 10
     a, b = store.read_index(store_dir), store.read_index(fresh)
     assert a["splits"] == b["splits"]
