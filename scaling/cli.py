@@ -7,6 +7,7 @@
     scaling fit      chinchilla DATA [--n-col ...] [--d-col ... | --c-col ...] --loss-col ... [--json]
     scaling plot     DIR
     scaling eval     --workdir TRIAL_DIR [--config.eval.KEY=VALUE ...]
+    scaling data prepare --config FILE[:ARG] [--config.data.KEY=VALUE ...]
 
 Exit codes (every command): 0 ok; 2 bad input only (config, flags, a grid point the mesh cannot
 split, a directory that cannot be written), one line naming the fix, before anything trains;
@@ -142,7 +143,7 @@ def _warn_plan(trials) -> None:
     """
     from analysis.guardrails import check_plan, format_warnings
     from scaling import counting
-    from scaling.data.batches import load_tokens
+    from scaling.data.store import load_tokens
     from scaling.train.optim import warmup_steps
 
     sizes: dict[str, float] = {}
@@ -188,6 +189,17 @@ def cmd_eval(args) -> int:
     validate(cfg)
     secs = run_and_write(cfg, model, args.workdir, log=print)
     print(f"eval: {secs:.1f}s -> {os.path.join(args.workdir, 'eval.jsonl')}")
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    """Tokenize the config's corpus into its token store (resumable; a no-op when complete)."""
+    from scaling.data.store import prepare, read_index
+    d = _load(args).data
+    for path in dict.fromkeys(prepare(d, split) for split in (d.train_split, d.val_split)):
+        for name, s in read_index(path)["splits"].items():
+            print(f"{name}: {s['tokens']:,} tokens, {s['docs']:,} documents, "
+                  f"{s['text_bytes'] / 1e6:.2f} MB of text, {len(s['shards'])} shards -> {path}")
     return 0
 
 
@@ -274,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("--workdir", required=True, help="a trained run (trial) directory")
     sp.set_defaults(func=cmd_eval, config=None)  # config: accepts --config.eval.* overrides
+
+    sp = sub.add_parser("data", help="data tools: `scaling data prepare` builds the token store")
+    data_sub = sp.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dp = data_sub.add_parser("prepare", help="tokenize data.name with data.tokenizer into the "
+                                             "sharded token store (resumable, one worker per core)")
+    with_config(dp, required=False)
+    dp.set_defaults(func=cmd_data_prepare)
 
     sp = sub.add_parser("status", help="progress of a sweep's trials, with ETA")
     sp.add_argument("workdir", metavar="DIR")

@@ -40,7 +40,6 @@ CHOICES = {
     "model.pos": ("rope", "learned", "sinusoidal"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable"),
-    "data.tokenizer": ("byte",),
     "train.nan_policy": ("abort", "skip"),
 }
 
@@ -50,7 +49,8 @@ def default_config() -> ConfigDict:
     c = ConfigDict()
     c.name = "run"
     c.model = ConfigDict(dict(
-        vocab_size=257,        # byte tokenizer: 256 bytes + end-of-document
+        vocab_size=0,          # 0 = follow data.tokenizer (byte: 257; others padded up to a
+                               # multiple of 128 for the matmuls); > 0 = exactly this
         d_model=64,
         n_layers=2,
         n_heads=4,
@@ -71,12 +71,18 @@ def default_config() -> ConfigDict:
         norm_eps=1e-5,
     ))
     c.data = ConfigDict(dict(
-        name="kjv",            # built-in corpus, or any TFDS text dataset prepared under data_dir
+        name="kjv",            # kjv (built in) | files | any TFDS text dataset prepared under data_dir
         data_dir="",           # "" = $SCALING_DATA_DIR or ~/.cache/scaling/tfds
-        text_key="text",
+        text_key="text",       # TFDS feature / jsonl / parquet field holding the text
         train_split="train",
         val_split="validation",
-        tokenizer="byte",
+        tokenizer="byte",      # byte | bpe:V (trained on the train split) | hf:PATH | spm:PATH
+        files="",              # data.name=files: GLOB[,GLOB...] of .txt/.jsonl/.jsonl.gz/.parquet
+        split_docs=False,      # .txt: a document per blank-line paragraph (False: per file)
+        val_fraction=0.01,     # data.name=files: share of documents held out, by content hash
+        bpe_train_mb=256.0,    # bpe:V trains on at most this many MB of train-split text
+        shard_mb=64.0,         # token store: input text per shard (a unit of parallel work)
+        workers=0,             # token store: processes tokenizing (0 = one per CPU core)
         mixture="",            # "" = corpus only; "kjv:0.5,addition:0.5" (scaling/data/mixture.py)
     ))
     c.train = ConfigDict(dict(
@@ -328,7 +334,8 @@ def apply_overrides(cfg: ConfigDict, overrides: dict[str, Any]) -> ConfigDict:
 # hashes everything else (`result_config`), so turning on W&B or checkpoints, renaming, or moving
 # to another mesh keeps every finished trial. Everything else counts, eval.* included
 # (eval.batches changes val_loss).
-NOT_RESULT_KEYS = ("name", "log", "checkpoint", "mesh", "distributed", "pipeline.microbatches")
+NOT_RESULT_KEYS = ("name", "log", "checkpoint", "mesh", "distributed", "pipeline.microbatches",
+                   "data.workers", "data.shard_mb")  # how the token store is built, not what
 
 
 def is_result_key(key: str) -> bool:
@@ -350,6 +357,59 @@ def result_config(cfg: ConfigDict) -> dict:
 
 # ---------------------------------------------------------------------------- resolution
 
+BYTE_VOCAB = 257        # the byte tokenizer: 256 bytes + end-of-document
+VOCAB_MULTIPLE = 128    # a tokenizer-sized vocabulary is padded up to this for the matmuls
+
+
+def tokenizer_spec(spec: str) -> tuple[str, Any]:
+    """`data.tokenizer` parsed: ("byte", None), ("bpe", V), ("hf", path) or ("spm", path).
+    THE grammar of the field (scaling.data.tokenizer builds from it); bad specs are `UserError`s."""
+    kind, colon, arg = spec.partition(":")
+    if spec == "byte":
+        return "byte", None
+    if kind == "bpe" and colon:
+        if not arg.isdigit():
+            raise UserError(f"data.tokenizer={spec!r}: write bpe:V with an integer vocabulary V")
+        if int(arg) < BYTE_VOCAB:
+            raise UserError(f"data.tokenizer={spec!r}: vocabulary too small, a byte-level BPE "
+                            f"needs V >= {BYTE_VOCAB} (256 bytes + end-of-document)")
+        return "bpe", int(arg)
+    if kind in ("hf", "spm") and arg:
+        path = os.path.abspath(os.path.expanduser(arg))
+        if not os.path.isfile(path):
+            what = "tokenizer.json" if kind == "hf" else "SentencePiece .model"
+            raise UserError(f"data.tokenizer={spec!r}: no such file {path!r}; give the path of "
+                            f"a local {what}")
+        return kind, path
+    raise UserError(f"data.tokenizer={spec!r} is not one of byte, bpe:V, hf:PATH, spm:PATH")
+
+
+def model_vocab_size(spec: str) -> int:
+    """The `model.vocab_size` that `data.tokenizer` implies: byte 257 (as every earlier run);
+    otherwise the tokenizer's ids (+1 reserved for an end-of-document id it may lack) padded up
+    to a multiple of VOCAB_MULTIPLE."""
+    kind, arg = tokenizer_spec(spec)
+    if kind == "byte":
+        return BYTE_VOCAB
+    if kind == "bpe":
+        n = arg
+    elif kind == "hf":
+        import tokenizers  # lazy: only hf specs need it
+        try:
+            n = tokenizers.Tokenizer.from_file(arg).get_vocab_size(with_added_tokens=True) + 1
+        except Exception as e:  # not JSON, or not a tokenizers file
+            raise UserError(f"data.tokenizer=hf:{arg}: not a Hugging Face tokenizer.json "
+                            f"({_one_line(e)})") from e
+    else:
+        import sentencepiece  # lazy: only spm specs need it
+        try:
+            n = sentencepiece.SentencePieceProcessor(model_file=arg).get_piece_size() + 1
+        except Exception as e:
+            raise UserError(f"data.tokenizer=spm:{arg}: not a SentencePiece model "
+                            f"({_one_line(e)})") from e
+    return -(-n // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
 def resolve(cfg: ConfigDict) -> ConfigDict:
     """Validate and fill derived fields; returns a new, complete config (the input is unchanged)."""
     cfg = ConfigDict(cfg.to_dict())
@@ -361,6 +421,8 @@ def resolve(cfg: ConfigDict) -> ConfigDict:
         m.d_ff = 4 * m.d_model if m.mlp == "gelu" else 8 * math.ceil(8 * m.d_model / 3 / 8)
     if m.max_len == 0:
         m.max_len = t.seq_len
+    if m.vocab_size == 0:
+        m.vocab_size = model_vocab_size(cfg.data.tokenizer)
     if t.tokens > 0:
         t.steps = math.ceil(t.tokens / (t.batch_size * t.seq_len))
     validate(cfg)
@@ -387,6 +449,9 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "train.grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "train.spike_sigmas": (lambda v: v > 0, "> 0"),
     "checkpoint.every_minutes": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "data.bpe_train_mb": (lambda v: v > 0, "> 0"),
+    "data.shard_mb": (lambda v: v > 0, "> 0"),
     "checkpoint.keep": (lambda v: v >= 1, ">= 1 (checkpoints kept; the last is always among them)"),
 }
 
@@ -409,14 +474,15 @@ def validate(cfg: ConfigDict) -> None:
         v = get_key(cfg, key)
         _check(v in choices, f"{key}={v!r} is not one of {', '.join(choices)}")
     m, t = cfg.model, cfg.train
-    for key in ("model.vocab_size", "model.d_model", "model.n_layers", "model.n_heads",
+    for key in ("model.d_model", "model.n_layers", "model.n_heads",
                 "train.batch_size", "train.seq_len", "log.every", "eval.batches"):
         _check(get_key(cfg, key) > 0, f"{key} must be > 0, got {get_key(cfg, key)}")
-    for key in ("model.n_kv_heads", "model.d_ff", "model.scan_unroll", "model.max_len", "train.steps", "train.tokens",
+    for key in ("model.vocab_size", "data.workers", "model.n_kv_heads", "model.d_ff", "model.scan_unroll", "model.max_len", "train.steps", "train.tokens",
                 "checkpoint.every", "eval.every", "pipeline.microbatches",
                 "distributed.num_processes"):
         _check(get_key(cfg, key) >= 0, f"{key} must be >= 0, got {get_key(cfg, key)}")
     _check_numbers(cfg)
+    tokenizer_spec(cfg.data.tokenizer)
     _check(t.steps > 0 or t.tokens > 0, "set train.steps > 0 or a token budget train.tokens > 0")
     _check(t.spike_window >= 0, f"train.spike_window must be >= 0, got {t.spike_window}")
     _check(m.d_model % m.n_heads == 0,
@@ -439,6 +505,17 @@ def validate(cfg: ConfigDict) -> None:
     _check(sum(cfg.mesh[a] == -1 for a in ("data", "fsdp", "tensor", "pipeline")) <= 1,
            "at most one mesh axis may be -1 (fill the remaining devices)")
     check_eval_config(cfg)
+    _check_tokenizer_users(cfg)
+
+
+def _check_tokenizer_users(cfg: ConfigDict) -> None:
+    """Task text (mixtures, task evals) is byte-level: it needs the byte tokenizer."""
+    if cfg.data.tokenizer == "byte":
+        return
+    _check(not cfg.data.mixture, f"data.mixture mixes byte-level task text, which needs "
+                                 f"data.tokenizer=byte (got {cfg.data.tokenizer!r})")
+    _check(not cfg.eval.tasks, f"eval.tasks are byte-level, which needs data.tokenizer=byte "
+                               f"(got {cfg.data.tokenizer!r}); drop eval.tasks")
 
 
 def to_json(cfg: ConfigDict) -> str:

@@ -172,13 +172,23 @@ def test_process_sharding(kjv_dir):
 def test_cache_is_reused_and_complete(kjv_dir):
     cfg = make_cfg(kjv_dir, batch_size=4, seq_len=32)
     TokenBatches(cfg)
-    cache = os.path.join(data_dir(cfg.data), "token_cache")
-    files = sorted(os.listdir(cache))
-    assert all(f.endswith(".npy") for f in files)              # no leftover temp files
-    assert any(f.startswith("kjv-train-byte-") for f in files)
+    cache = os.path.join(data_dir(cfg.data), "token_store")
+    stores = [f for f in os.listdir(cache) if os.path.isdir(os.path.join(cache, f))]
+    assert any(f.startswith("kjv-byte-") for f in stores)
+    files = sorted(os.path.join(s, f) for s in stores for f in os.listdir(os.path.join(cache, s)))
+    assert not any(f.endswith(".tmp") for f in files)          # no leftover temp files
+    assert all(os.path.exists(os.path.join(cache, s, "index.json")) for s in stores)
     before = {f: os.path.getmtime(os.path.join(cache, f)) for f in files}
     TokenBatches(cfg)
     assert {f: os.path.getmtime(os.path.join(cache, f)) for f in files} == before
+
+
+def test_store_is_todays_byte_stream(kjv_dir):
+    """The byte tokenizer on kjv gives the stream of the former one-array cache, split by split."""
+    cfg = make_cfg(kjv_dir, batch_size=4, seq_len=32)
+    for split in ("train", "validation"):
+        old = ByteTokenizer().encode_documents(list(load_documents(cfg.data, split)))
+        np.testing.assert_array_equal(np.asarray(TokenBatches(cfg, split).tokens), old)
 
 
 def test_data_dir_resolution(monkeypatch, tmp_path):
@@ -243,7 +253,7 @@ def test_errors(tiny_dir, kjv_dir, tmp_path):
 
 
 def test_non_utf8_text_is_user_error():
-    from scaling.data.batches import _TextColumn
+    from scaling.data.sources import _TextColumn
     col = _TextColumn([{"t": b"ok"}, {"t": b"\xff\xfe"}], "t", "fake")
     assert col[0] == "ok"
     with pytest.raises(UserError, match="UTF-8"):

@@ -1,214 +1,21 @@
-"""The pretraining stream: documents -> one flat token array (cached .npy) -> batches by step.
+"""The pretraining stream: the token store (scaling.data.store) -> batches by step.
 
-Every document is tokenized, followed by EOS, and concatenated. Sequence i is the window
-`tokens[i*T : i*T + T + 1]` (T = train.seq_len): inputs are its first T tokens, targets the last
-T. A training batch is a pure function of (seed, step): grain shuffles window indices with a
-Feistel permutation that supports random access and reshuffles each epoch, so resuming needs
-nothing but the step number.
-
-Datasets: `kjv` is built here, offline (see `scaling.data.kjv`). Any other `data.name` must be a
-TFDS dataset already prepared in array_record format under `data_dir(cfg.data)`; it is opened
-from its files with `builder_from_files`, so neither its builder code nor the network is used.
+Every document is tokenized, followed by EOS, and concatenated (in the store's shards). Sequence
+i is the window `tokens[i*T : i*T + T + 1]` (T = train.seq_len): inputs are its first T tokens,
+targets the last T; a window may span two shards. A training batch is a pure function of
+(seed, step): grain shuffles window indices with a Feistel permutation that supports random
+access and reshuffles each epoch, so resuming needs nothing but the step number.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
-import json
-import logging
-import os
-import re
-import sys
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import grain
 import numpy as np
 
-from scaling.data.tokenizer import get_tokenizer
+from scaling.config import model_vocab_size
+from scaling.data.store import load_tokens, tokenizer_for
 from scaling.errors import UserError
-from scaling.fileio import atomic_write
-
-CACHE_FORMAT = 1   # bump when the token-cache layout or the document->token rule changes
-
-
-def data_dir(cfg_data) -> str:
-    """`data.data_dir`, else $SCALING_DATA_DIR, else ~/.cache/scaling/tfds (user-expanded)."""
-    d = cfg_data.data_dir or os.environ.get("SCALING_DATA_DIR") or "~/.cache/scaling/tfds"
-    return os.path.abspath(os.path.expanduser(d))
-
-
-# ---------------------------------------------------------------------------- documents
-
-def _builder(cfg_data):
-    """A prepared TFDS builder for `cfg_data.name` (kjv: built on first use)."""
-    import tensorflow_datasets as tfds  # lazy: a cached run never needs TFDS
-
-    root = data_dir(cfg_data)
-    if cfg_data.name == "kjv":
-        from scaling.data.kjv import Kjv
-        absl_log = logging.getLogger("absl")
-        level = absl_log.level
-        absl_log.setLevel(logging.ERROR)  # TFDS warns about the not-yet-built folder
-        try:
-            builder = Kjv(data_dir=root, file_format="array_record")
-            prepared = builder.is_prepared()
-        finally:
-            absl_log.setLevel(level)
-        if not prepared:
-            os.makedirs(root, exist_ok=True)
-            print(f"building the built-in KJV corpus (offline, ~1 s) in {root}", file=sys.stderr,
-                  flush=True)
-            # TFDS prints "Downloading..." banners and progress bars even for a local build.
-            tfds.disable_progress_bar()
-            with contextlib.redirect_stdout(io.StringIO()):
-                builder.download_and_prepare()
-        return builder
-    try:
-        # From files only: reads dataset_info.json/features.json under root; never downloads
-        # and never imports the dataset's generation code.
-        builder = tfds.core.read_only_builder.builder_from_files(cfg_data.name, data_dir=root)
-    except Exception as e:  # DatasetNotFoundError, or a malformed name/config/version
-        known = cfg_data.name.split("/")[0].split(":")[0] in tfds.list_builders(
-            with_community_datasets=False)
-        what = "is not prepared" if known else "is not built in (kjv) and not prepared"
-        raise UserError(f"dataset {cfg_data.name!r} {what} under {root}: prepare it there in "
-                        f"array_record format or set data.data_dir ({type(e).__name__})") from e
-    fmt = builder.info.file_format
-    if fmt is not None and str(getattr(fmt, "value", fmt)) != "array_record":
-        raise UserError(f"dataset {cfg_data.name!r} under {root} is stored as {fmt.value}, which "
-                        f"needs TensorFlow: prepare it again with file_format='array_record'")
-    return builder
-
-
-def _empty(builder, split: str) -> UserError:
-    return UserError(f"split {split!r} of dataset {builder.name!r} is empty: pick another "
-                     f"split or slice (data.train_split/data.val_split)")
-
-
-def _source(builder, split: str):
-    """`builder.as_data_source(split)`; `split` may be sliced TFDS-style ("train[:90%]")."""
-    splits = sorted(builder.info.splits.keys())
-    base = split.split("[", 1)[0]
-    if base not in splits:
-        raise UserError(f"dataset {builder.name!r} has no split {base!r}: set data.train_split/"
-                        f"data.val_split to one of {', '.join(splits)}")
-    if builder.info.splits[base].num_examples == 0:
-        raise _empty(builder, split)
-    try:
-        source = builder.as_data_source(split=split)
-    except ValueError as e:  # array_record: "Paths sequence can not be of 0 length"
-        if "0 length" in str(e):
-            raise _empty(builder, split) from e
-        raise UserError(f"bad split {split!r} for dataset {builder.name!r}: {e}") from e
-    if len(source) == 0:
-        raise _empty(builder, split)
-    return source
-
-
-class _TextColumn(Sequence[str]):
-    """The `text_key` field of a TFDS data source as a lazy sequence of `str`."""
-
-    def __init__(self, source, text_key: str, name: str):
-        self._source, self._key, self._name = source, text_key, name
-
-    def __len__(self) -> int:
-        return len(self._source)
-
-    def _text(self, value, index) -> str:
-        if isinstance(value, np.ndarray) and value.ndim == 0:
-            value = value.item()
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (bytes, np.bytes_)):
-            try:
-                return bytes(value).decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"record {index} of {self._name!r} field {self._key!r} is not "
-                                f"UTF-8 text: re-encode the dataset as UTF-8") from e
-        raise UserError(f"field {self._key!r} of {self._name!r} holds {type(value).__name__}, not "
-                        f"text: set data.text_key to a Text feature")
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            idx = list(range(*i.indices(len(self))))
-            return [self._text(r[self._key], j) for j, r in zip(idx, self._records(idx))]
-        return self._text(self._source[i][self._key], i)
-
-    def _records(self, idx):
-        getitems = getattr(self._source, "__getitems__", None)  # one batched read
-        return getitems(idx) if getitems else [self._source[j] for j in idx]
-
-    def __iter__(self) -> Iterator[str]:
-        for start in range(0, len(self), 1024):
-            yield from self[start:start + 1024]
-
-
-def _open(cfg_data, split: str):
-    """(builder, text column) for a split, with every user-facing check done."""
-    builder = _builder(cfg_data)
-    features = builder.info.features
-    keys = sorted(features.keys()) if hasattr(features, "keys") else []
-    if cfg_data.text_key not in keys:
-        raise UserError(f"dataset {builder.name!r} has no feature {cfg_data.text_key!r}: set "
-                        f"data.text_key to one of {', '.join(keys) or '(none)'}")
-    source = _source(builder, split)
-    return builder, _TextColumn(source, cfg_data.text_key, builder.name)
-
-
-def load_documents(cfg_data, split: str) -> Sequence[str]:
-    """The documents (field `data.text_key`) of `split` of dataset `data.name`, as `str`s.
-
-    `kjv` is built under `data_dir(cfg_data)` on first use; any other name must already be
-    prepared there (array_record). Bad names, splits, fields or encodings raise `UserError`.
-    """
-    return _open(cfg_data, split)[1]
-
-
-# ---------------------------------------------------------------------------- token cache
-
-def _cache_path(cfg_data, split: str, identity: dict) -> str:
-    key = dict(identity, format=CACHE_FORMAT, name=cfg_data.name, split=split,
-               text_key=cfg_data.text_key, tokenizer=cfg_data.tokenizer)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg_data.name}-{split}-{cfg_data.tokenizer}")
-    return os.path.join(data_dir(cfg_data), "token_cache", f"{safe}-{digest}.npy")
-
-
-def _identity(builder) -> dict:
-    """What makes the stored data itself: version and split sizes in the prepared files."""
-    return {"version": str(builder.version), "builder_dir": str(builder.data_dir),
-            "splits": {k: [v.num_examples, v.num_bytes] for k, v in builder.info.splits.items()}}
-
-
-def _write_atomic(path: str, array: np.ndarray) -> None:
-    """Write to a temp file in the same folder, then rename: a kill never leaves half a file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, lambda f: np.save(f, array))
-
-
-def load_tokens(cfg_data, split: str) -> np.ndarray:
-    """The split as one flat token array (docs + EOS each), memory-mapped from the cache."""
-    tokenizer = get_tokenizer(cfg_data.tokenizer)
-    if cfg_data.name == "kjv":
-        # The corpus is fixed by version + checksum, so the key needs no TFDS call: a cached
-        # run skips TFDS entirely (and the builder's own checks run whenever it is built).
-        from scaling.data.kjv import KJV_SHA256, Kjv, VALIDATION_EVERY
-        identity = {"version": str(Kjv.VERSION), "sha256": KJV_SHA256,
-                    "validation_every": VALIDATION_EVERY}
-        builder = column = None
-    else:
-        builder, column = _open(cfg_data, split)
-        identity = _identity(builder)
-    path = _cache_path(cfg_data, split, identity)
-    if not os.path.exists(path):
-        if column is None:
-            builder, column = _open(cfg_data, split)
-        docs = list(column)
-        if not docs:
-            raise UserError(f"split {split!r} of {cfg_data.name!r} is empty: pick another split")
-        _write_atomic(path, tokenizer.encode_documents(docs))
-    return np.load(path, mmap_mode="r")
 
 
 # ---------------------------------------------------------------------------- batches
@@ -226,9 +33,10 @@ class TokenBatches:
     def __init__(self, cfg, split: str = "train", *, process_index: int = 0,
                  process_count: int = 1):
         d, t = cfg.data, cfg.train
-        tokenizer = get_tokenizer(d.tokenizer)
-        if cfg.model.vocab_size < tokenizer.vocab_size:
-            raise UserError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the "
+        tokenizer = tokenizer_for(d)
+        vocab = cfg.model.vocab_size or model_vocab_size(d.tokenizer)
+        if vocab < tokenizer.vocab_size:
+            raise UserError(f"model.vocab_size={vocab} is smaller than the "
                             f"tokenizer's vocabulary ({tokenizer.vocab_size}); raise it")
         if t.batch_size % process_count:
             raise UserError(f"train.batch_size={t.batch_size} is not divisible by the "
@@ -241,6 +49,9 @@ class TokenBatches:
         self.shuffle = self.split == d.train_split and split != "validation"
         self.seq_len, self.batch_size, self.seed = t.seq_len, t.batch_size, t.seed
         self.vocab_size = tokenizer.vocab_size
+        self.tokenizer = tokenizer
+        # UTF-8 bytes each id stands for (EOS 1): bits per byte = loss * tokens / bytes / ln 2
+        self.token_bytes_V = tokenizer.token_byte_lengths()
         self.local_batch_size = t.batch_size // process_count
         self._rows = slice(process_index * self.local_batch_size,
                            (process_index + 1) * self.local_batch_size)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling.data.batches import load_tokens
+from scaling.data.store import load_tokens
 from scaling.decode import generate, split_for_jit
 from scaling.errors import UserError
 from scaling.fileio import atomic_write
