@@ -122,8 +122,10 @@ def sc_frame(long, task: str, *, mode="direct", shots: int | None = None):
     k = maj["shots"].max() if shots is None else shots
     maj = maj[maj["shots"] == k].copy()
     maj["samples"] = maj["metric"].str[4:].astype(int)
-    greedy = _pick(sub, shots=k, metric="exact_match").set_index("params_non_embedding")["value"]
-    return maj[["params_non_embedding", "samples", "value"]], greedy
+    # several trials of one size (token budgets, seeds): their mean, one line per size
+    greedy = _pick(sub, shots=k, metric="exact_match").groupby("params_non_embedding")["value"].mean()
+    maj = maj.groupby(["params_non_embedding", "samples"], as_index=False)["value"].mean()
+    return maj, greedy
 
 
 def summary_table(long: pd.DataFrame) -> pd.DataFrame:
@@ -150,6 +152,16 @@ def summary_table(long: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- charts (drawing: analysis/plots/abilities.py)
 
+def _sc_choice(long, task, mode):
+    """(task, mode) with maj@ rows: the requested pair, else the first such pair, else None."""
+    maj = long[long["metric"].astype(str).str.startswith("maj@")]
+    if maj.empty:
+        return None
+    if ((maj["task"] == task) & (maj["mode"] == mode)).any():
+        return task, mode
+    return maj["task"].iloc[0], maj["mode"].iloc[0]
+
+
 def plot_sweep_abilities(sweep_dir, outdir=None, *, emergence_task_metric="exact_match",
                          icl_task="icl_mapping", sc_task="addition", sc_mode="cot") -> list[str]:
     """The three charts of a sweep into `outdir` (default SWEEP_DIR/plots); returns paths."""
@@ -161,10 +173,13 @@ def plot_sweep_abilities(sweep_dir, outdir=None, *, emergence_task_metric="exact
                         outdir, "emergence")
     if icl_task not in set(long["task"]):  # e.g. an arithmetic-only sweep: any k-shot task
         multi = long.groupby("task")["shots"].nunique()
-        icl_task = multi[multi > 1].index[0]
-    paths += save_figure(plot_icl(icl_frame(long, icl_task), title=icl_task), outdir, "icl")
-    maj, greedy = sc_frame(long, sc_task, mode=sc_mode)
-    paths += save_figure(plot_sc(maj, greedy=greedy, title=f"{sc_task} ({sc_mode})"), outdir, "sc")
+        icl_task = multi[multi > 1].index[0] if (multi > 1).any() else None
+    if icl_task is not None:  # a sweep evaluated at one k has no ICL curve
+        paths += save_figure(plot_icl(icl_frame(long, icl_task), title=icl_task), outdir, "icl")
+    sc = _sc_choice(long, sc_task, sc_mode)
+    if sc is not None:  # self-consistency was run
+        maj, greedy = sc_frame(long, sc[0], mode=sc[1])
+        paths += save_figure(plot_sc(maj, greedy=greedy, title=f"{sc[0]} ({sc[1]})"), outdir, "sc")
     return paths
 
 

@@ -316,6 +316,125 @@ def _fit_envelope(args) -> int:
     return 0
 
 
+def _parse_at(text: str | None):
+    """``--at N,D`` -> (N, D) floats."""
+    if text is None:
+        return None
+    try:
+        n, d = (float(v) for v in text.split(","))
+    except ValueError:
+        raise AnalysisInputError(f"--at {text!r} is not N,D (e.g. --at 1e6,2e7)") from None
+    if not (n > 0 and d > 0 and np.isfinite(n) and np.isfinite(d)):
+        raise AnalysisInputError(f"--at {text!r}: N and D must be positive numbers")
+    return n, d
+
+
+def _loss_law(args, df, loss_col, mask):
+    """The (N, D) -> loss law for the two-step prediction: --loss-fit, else fitted on the kept rows."""
+    from analysis.downstream import load_loss_fit
+    from analysis.fits.chinchilla import fit_parametric
+
+    if args.loss_fit:
+        return load_loss_fit(args.loss_fit)
+    x = _inputs(args, df[~mask], loss_col)
+    try:
+        return fit_parametric(x["N"], x["D"], x["L"], grid="small")
+    except AnalysisInputError as exc:
+        raise AnalysisInputError(f"the two-step prediction needs an (N, D) -> loss law: {exc}; pass "
+                                 "--loss-fit FIT.json (from `scaling fit chinchilla --json`)") from exc
+
+
+@_handles_input_errors
+def _fit_downstream(args) -> int:
+    """``scaling fit downstream DATA --metric COL``: the loss -> metric fit, hold-out, two-step."""
+    from analysis import downstream as ds
+    from analysis.fits import downstream as fd
+    from analysis.guardrails import check_downstream
+
+    n_boot, at = _bootstrap_count(args), _parse_at(args.at)
+    df, loss_col, notes = ds.downstream_table(args.data, args.metric, loss_col=args.loss_col)
+    chance = args.chance if args.chance is not None else ds.chance_of(args.data, args.metric)
+    L, y = df[loss_col].to_numpy(float), df[args.metric].to_numpy(float)
+    kw = {"form": args.form, "chance": chance, "bootstrap": n_boot, "seed": args.seed}
+    mask = np.zeros(len(df), bool)
+    res = {"method": "downstream", "metric": args.metric, "loss_col": loss_col, "notes": notes}
+    if args.holdout:
+        mask = ds.heldout_mask(df, args.holdout, n_col=args.n_col or "params_non_embedding")
+        fit, res["holdout"] = fd.holdout_downstream(L, y, mask, trial_ids=df.get("trial_id"),
+                                                    N=df.get(args.n_col or "params_non_embedding"), **kw)
+    else:
+        fit = fd.fit_downstream(L, y, keep_samples=True, **kw)
+    asked = at is not None or args.at_flops is not None
+    if asked or args.holdout:
+        try:
+            law = _loss_law(args, df, loss_col, mask)
+        except AnalysisInputError as exc:
+            if asked:
+                raise
+            law = None  # the one-step hold-out stands; say why there is no two-step number
+            res["notes"].append(f"no two-step hold-out: {exc}")
+    if (asked or args.holdout) and law is not None:
+        res["loss_law"] = {k: law[k] for k in ("E", "A", "B", "alpha", "beta")}
+        if at is not None:
+            L_hat, y_hat = fd.two_step_predict(law, fit, at[0], at[1])
+            res["at"] = {"N": at[0], "D": at[1], "loss": float(L_hat), "metric": float(y_hat)}
+        if args.at_flops is not None:
+            r = fd.metric_at_flops(law, fit, args.at_flops)
+            res["at_flops"] = {k: float(v) for k, v in r.items()}
+        if args.holdout:
+            x = _inputs(args, df[mask], loss_col)
+            L_hat, y_hat = fd.two_step_predict(law, fit, x["N"], x["D"])
+            res["holdout"]["two_step_mean_abs_error"] = float(np.mean(np.abs(y_hat - y[mask])))
+    res["plot"] = _downstream_plot(args, fit, L[~mask], y[~mask], res.get("holdout"))
+    fit.pop("samples", None)
+    res.update(fit=fit)
+    _emit(res, _coded(fit["warnings"], "fit") + check_downstream(fit, L[~mask], y[~mask]))
+    return _print_downstream(res, args.json)
+
+
+def _downstream_plot(args, fit, L, y, holdout) -> str:
+    from analysis.plots.downstream import plot_downstream
+    from analysis.plots.style import save_figure
+
+    data = Path(args.data)
+    out = Path(args.plot_dir) if args.plot_dir else (data if data.is_dir() else data.parent) / "plots"
+    fig = plot_downstream(L, y, fit, holdout=holdout, metric=args.metric, title=args.metric)
+    return save_figure(fig, out, "downstream")[0]
+
+
+def _print_downstream(res: dict, as_json: bool) -> int:
+    from analysis.fits.downstream import FORMS
+    from analysis.report import format_constants, jsonable
+
+    if as_json:
+        print(json.dumps(jsonable(res)))
+        return 0
+    fit = res["fit"]
+    print(f"{fit['form']} fit of {res['metric']} vs {res['loss_col']} on {fit['n_points']} trials "
+          f"(chance: {fit['chance'] if fit['chance'] is not None else 'free'}; rmse {fit['rmse']:.3g})")
+    for line in format_constants({"value [95% interval]": fit}, list(FORMS[fit["form"]]) + ["threshold"]):
+        print(line)
+    for line in res["notes"]:
+        print(line)
+    for p in (res.get("holdout") or {}).get("points", []):
+        print(f"  held out {p['trial_id'] or ''} (N={p['N']:.3g}, loss {p['loss']:.4f}): observed "
+              f"{p['observed']:.4f}  predicted {p['predicted']:.4f}  |err| {p['abs_error']:.4f}")
+    if "holdout" in res:
+        h = res["holdout"]
+        print(f"held-out mean |err| {h['mean_abs_error']:.4f} (max {h['max_abs_error']:.4f})"
+              + (f"; two-step (N, D) -> loss -> metric mean |err| {h['two_step_mean_abs_error']:.4f}"
+                 if "two_step_mean_abs_error" in h else ""))
+    if "at" in res:
+        a = res["at"]
+        print(f"at N={a['N']:.3g}, D={a['D']:.3g}: loss {a['loss']:.4f} -> {res['metric']} {a['metric']:.4f}")
+    if "at_flops" in res:
+        a = res["at_flops"]
+        print(f"at C={a['C']:.3g} (compute-optimal N={a['N']:.3g}, D={a['D']:.3g}): loss {a['loss']:.4f} "
+              f"-> {res['metric']} {a['metric']:.4f}")
+    print(f"plot: {res['plot']}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- plot
 
 
@@ -333,7 +452,7 @@ def _plot(args) -> int:
 def register(subparsers) -> None:
     """Add the ``fit`` and ``plot`` subcommands to an argparse ``subparsers`` object."""
     fit = subparsers.add_parser("fit", help="fit scaling laws to sweep results")
-    kinds = fit.add_subparsers(dest="fit_kind", metavar="{chinchilla,kaplan,isoflop,envelope}", required=True)
+    kinds = fit.add_subparsers(dest="fit_kind", metavar="{chinchilla,kaplan,isoflop,envelope,downstream}", required=True)
 
     p = kinds.add_parser("chinchilla", help="Approach 3: L = E + A/N^alpha + B/D^beta (Huber, 4,500 starts)")
     _add_data_args(p)
@@ -358,6 +477,32 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.set_defaults(func=_fit_envelope)
+
+    p = kinds.add_parser("downstream", help="a task metric vs loss: sigmoid/exponential, emergence "
+                         "threshold, held-out largest model, (N, D) -> loss -> metric")
+    p.add_argument("data", help="sweep directory, .parquet or .csv results table")
+    p.add_argument("--metric", required=True, help="metric column, e.g. eval/addition/direct/exact_match@k4")
+    p.add_argument("--form", choices=["sigmoid", "exponential"], default="sigmoid")
+    p.add_argument("--chance", type=float, default=None,
+                   help="the metric at chance (fixes the lower asymptote; default: the task's, from "
+                        "eval.jsonl, for an exact-match column of a sweep directory; else free)")
+    p.add_argument("--loss-col", default=None, help="loss column (default: val_loss if present, else loss)")
+    p.add_argument("--n-col", default=None, help="parameter-count column (default: params_non_embedding)")
+    p.add_argument("--d-col", default="tokens", help="token column (default: %(default)s)")
+    p.add_argument("--c-col", default=None, help="FLOP column (default: flops when present)")
+    p.add_argument("--holdout", default=None, metavar="SPEC",
+                   help="'largest' (every trial of the largest model) or a loss-fit SPEC (top-k:K, 'flops>=X')")
+    p.add_argument("--at", default=None, metavar="N,D", help="predict the metric at N parameters, D tokens")
+    p.add_argument("--at-flops", type=float, default=None, metavar="C",
+                   help="predict the metric at the compute-optimal (N, D) of C FLOPs")
+    p.add_argument("--loss-fit", default=None, metavar="JSON",
+                   help="(N, D) -> loss law for --at/--at-flops (default: a Chinchilla fit of DATA)")
+    p.add_argument("--bootstrap", type=int, default=_DEFAULT_BOOT, metavar="N",
+                   help="bootstrap refits: 0 or >= 20 (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.add_argument("--plot-dir", default=None, help="where downstream.png goes (default: DATA/plots)")
+    p.set_defaults(func=_fit_downstream)
 
     p = subparsers.add_parser("plot", help="redraw the sweep plots into DIR/plots/")
     p.add_argument("dir", help="sweep directory")

@@ -22,9 +22,9 @@ import pandas as pd
 from analysis.fits.isoflop import budget_groups
 
 __all__ = ["Warning", "screen_trials", "check_trials", "check_plan", "check_isoflop", "check_fit", "check_sweep",
-           "check_points", "format_warnings", "MIN_STEPS", "MAX_WARMUP_FRACTION", "MAX_EPOCHS",
+           "check_points", "check_downstream", "format_warnings", "MIN_STEPS", "MAX_WARMUP_FRACTION", "MAX_EPOCHS",
            "MIN_DISTINCT", "MIN_SIZES_PER_BUDGET", "MIN_BUDGETS", "MAX_CI_WIDTH", "BOUND_TOL",
-           "SEARCH_BOUNDS", "EXPONENTS"]
+           "SEARCH_BOUNDS", "EXPONENTS", "MIN_DOWNSTREAM_POINTS", "MIN_METRIC_RANGE"]
 
 # ---------------------------------------------------------------------------- thresholds
 
@@ -62,6 +62,10 @@ SEARCH_BOUNDS = {
 #: exponents whose interval is checked, per fit kind
 EXPONENTS = {"chinchilla": ("alpha", "beta"), "isoflop": ("a", "b"), "envelope": ("a", "b"),
              "kaplan": ("alpha_N", "alpha_D", "alpha_C", "L_ND.alpha_N", "L_ND.alpha_D")}
+#: loss -> metric fits (analysis/fits/downstream.py): trials needed per form (free constants + 1)
+MIN_DOWNSTREAM_POINTS = {"sigmoid": 5, "exponential": 4}
+#: a metric whose range across the trials is below this (absolute) carries no signal to fit
+MIN_METRIC_RANGE = 0.02
 _MAX_NAMED = 8  # trials spelled out in one message line; all of them stay in Warning.trials
 
 
@@ -364,3 +368,27 @@ def check_sweep(df: pd.DataFrame, fit: dict | None = None, *, n_col: str = "para
             warns += check_isoflop(N, C, L, trial_ids=_ids(kept), budgets=_num(kept, "sweep.budget"))
         warns += check_points("chinchilla", N, D)
     return warns + (_check_bounds(fit, "chinchilla") + _check_intervals(fit, "chinchilla") if fit else [])
+
+
+def check_downstream(fit: dict, L, y) -> list[Warning]:
+    """Checks of a loss -> metric fit: too few trials, a flat metric (nothing emerged, or all
+    saturated), constants at a search bound, an emergence threshold outside the observed losses."""
+    L, y = np.asarray(L, float), np.asarray(y, float)
+    form, out = fit["form"], []
+    need = MIN_DOWNSTREAM_POINTS.get(form, 5) - (fit.get("chance") is not None)  # chance fixes lo
+    if len(L) < need:
+        out.append(Warning("too-few-points", f"the {form} loss -> metric fit has {len(L)} trials "
+                           f"(need >= {need}): its constants are not identified; add model sizes"))
+    if np.ptp(y) < MIN_METRIC_RANGE:
+        out.append(Warning("metric-flat", f"the metric spans only {np.ptp(y):.3g} across {len(y)} trials "
+                           f"(< {MIN_METRIC_RANGE}): nothing to fit (not emerged, or saturated); "
+                           "train larger models / longer, or pick another metric"))
+    if fit.get("at_bound"):
+        out.append(Warning("at-search-bound", f"{form} loss -> metric fit: {', '.join(fit['at_bound'])} "
+                           "at a search bound; the curve is not identified by these trials"))
+    thr = fit.get("threshold")
+    if thr is not None and np.isfinite(thr) and len(L) and not (L.min() <= thr <= L.max()):
+        out.append(Warning("threshold-extrapolated", f"the emergence threshold L={thr:.3g} lies outside the "
+                           f"observed losses [{L.min():.3g}, {L.max():.3g}]: it is an extrapolation"))
+    return out
+

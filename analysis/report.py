@@ -101,6 +101,25 @@ def _fit_or_warn(good: pd.DataFrame, loss_col: str, bootstrap: int, log) -> tupl
     return fit, [f"[fit] {w}" for w in fit["warnings"]]  # coded like `scaling fit` prints them
 
 
+def _ability_plots(workdir: str, outdir: str, bootstrap: int) -> tuple[list[str], list[str]]:
+    """Emergence, ICL, self-consistency and loss -> metric charts, when the sweep's trials have
+    task evals (eval.jsonl); none otherwise. Returns (paths, warning lines)."""
+    trials = os.path.join(workdir, "trials")
+    if not (os.path.isdir(trials) and any(os.path.exists(os.path.join(trials, t, "eval.jsonl"))
+                                          for t in os.listdir(trials))):
+        return [], []
+    from analysis.abilities import plot_sweep_abilities
+    from analysis.downstream import plot_sweep_downstream
+
+    paths, warnings = [], []
+    try:
+        paths += plot_sweep_abilities(workdir, outdir)
+    except AnalysisInputError as exc:
+        warnings.append(f"no ability charts: {exc}")
+    more, w = plot_sweep_downstream(workdir, outdir, bootstrap=min(bootstrap, 50))  # a chart's band
+    return paths + more, warnings + w
+
+
 def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[[str], None] = print,
                  bootstrap: int = DEFAULT_BOOTSTRAP, plot_dir: str | None = None,
                  fit: bool = True) -> dict:
@@ -137,6 +156,8 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
         paths = plot_sweep(good, plot_dir or os.path.join(workdir, "plots"), fit=result)
     except AnalysisInputError as exc:
         warnings.append(f"no plots: {exc}")
+    more, w = _ability_plots(workdir, plot_dir or os.path.join(workdir, "plots"), bootstrap)
+    paths, warnings = paths + more, warnings + w
     for wline in warnings:  # on stderr, like every other warning of the tool
         print(f"warning: {wline}", file=sys.stderr, flush=True)
     if noise:

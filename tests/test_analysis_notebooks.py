@@ -12,7 +12,8 @@ NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
 @pytest.mark.parametrize("name", ["reproduce_chinchilla.ipynb", "sweep_scaling_laws.ipynb",
-                                  "reproduce_scaling.ipynb"])
+                                  "reproduce_scaling.ipynb",
+                                  "abilities_from_loss.ipynb"])
 def test_notebook_runs(name, tmp_path, monkeypatch):
     monkeypatch.setenv("BOOTSTRAP", "30")
     monkeypatch.setenv("PLOT_DIR", str(tmp_path / "plots"))

@@ -5,12 +5,11 @@ analysis/plots/style.py. The same functions draw our sweep and the published dat
 """
 from __future__ import annotations
 
-import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.plots.style import colors, paper_style, plt, si_label
+from analysis.plots.style import colors, label_log_axis, paper_style, plt, si_label
 
 __all__ = ["plot_emergence", "plot_icl", "plot_sc"]
 
@@ -42,8 +41,8 @@ def plot_emergence(df: pd.DataFrame, *, x="flops", metric="exact_match",
                 axes[0].axhline(c, color=colors[g], ls=":", lw=0.8)
         for ax, ylab in zip(axes, (metric, continuous)):
             ax.set_xscale("log" if logx else "linear")
-            if logx:  # minor-tick labels collide on a 1-2 decade axis
-                ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+            if logx:  # labelled ticks even when the sizes span less than a decade
+                label_log_axis(ax, "x")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylab.replace("_", " "))
         axes[0].legend(title=f"{group} (dotted: chance)", loc="best")

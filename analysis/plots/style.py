@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # headless; must precede pyplot import
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plt", "paper_style", "save_figure", "si_label", "colors"]
+__all__ = ["plt", "paper_style", "save_figure", "si_label", "colors", "label_log_axis"]
 
 _RC = {
     "font.size": 8,
@@ -61,3 +61,24 @@ def si_label(x: float) -> str:
 def colors(n: int):
     """``n`` viridis colours (one per line of a family)."""
     return plt.cm.viridis(np.linspace(0.0, 0.9, max(n, 1)))
+
+
+def label_log_axis(ax, which: str = "x") -> None:
+    """Tick labels on a log axis whatever its span: below ~1.3 decades a plain LogLocator leaves
+    one major tick or none (and minor labels collide), so ticks go at 1, 2, 5 x 10^k (every
+    mantissa below half a decade), all labelled. Call after the data are drawn."""
+    import matplotlib.ticker as mticker
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    if lo <= 0 or axis.get_scale() != "log":
+        return
+    span = np.log10(hi / lo)
+    if span >= 1.3:
+        axis.set_minor_formatter(mticker.NullFormatter())
+        return
+    subs = (1.0, 2.0, 5.0) if span >= 0.5 else tuple(range(1, 10))
+    axis.set_major_locator(mticker.LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(mticker.FuncFormatter(  # FLOPs beyond 1e13 read better as 2e+15
+        lambda v, _pos: si_label(v) if 1e-3 <= v < 1e13 else f"{v:.2g}"))
+    axis.set_minor_locator(mticker.NullLocator())
