@@ -162,9 +162,6 @@ def completed(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _n_trunks(df: pd.DataFrame) -> int:
-    return int((df["role"].astype(str) == "trunk").sum()) if "role" in df.columns else 0
-
 
 def default_loss_col(df: pd.DataFrame) -> str:
     """``val_loss`` when the table has any, else ``loss``."""
@@ -203,7 +200,7 @@ def usable(df: pd.DataFrame, cols) -> tuple[pd.DataFrame, list[str]]:
         x = pd.to_numeric(done[c], errors="coerce").to_numpy(dtype=float)
         ok &= np.isfinite(x) & (x > 0)
     warnings = []
-    n_failed = len(df) - len(done) - _n_trunks(df)
+    n_failed = int((df["status"].astype(str) != "done").sum()) if "status" in df.columns else 0
     if n_failed:
         warnings.append(f"skipped {n_failed} trial(s) that did not finish (status != 'done')")
     if (~ok).any():
