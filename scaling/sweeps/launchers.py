@@ -317,8 +317,8 @@ class TrialJob:
 
     def checkpoint(self, cfg: dict, trial_id: str, parent: str = "", branch_step: int = 0):
         import submitit
-        return submitit.helpers.DelayedSubmission(TrialJob(self.workdir), cfg, trial_id, parent,
-                                                  branch_step)
+        branch = (parent, branch_step) if parent else ()
+        return submitit.helpers.DelayedSubmission(TrialJob(self.workdir), cfg, trial_id, *branch)
 
 
 def slurm_parameters(opts: dict) -> dict:
