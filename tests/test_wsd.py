@@ -222,3 +222,55 @@ def test_parallel_2_trains_branches_beside_the_trunk(tmp_path, wsd_sweep):
     got = pd.read_parquet(os.path.join(w, "results.parquet")).set_index("trial_id")
     want = pd.read_parquet(os.path.join(wsd_sweep, "results.parquet")).set_index("trial_id")
     assert (got["val_loss"] == want.loc[got.index, "val_loss"]).all()
+
+
+# ------------------------------------------------------------------ the experiment and its analysis
+
+def test_chinchilla_wsd_experiment_design():
+    """Same N x D grid both ways; the wsd sweep spends <= 55% of the cosine twin's compute."""
+    from scaling import counting
+
+    def spent(trials):
+        return sum((t.cfg.train.steps - t.branch_step) * counting.describe(t.cfg)["flops"]
+                   / t.cfg.train.steps for t in trials)
+    wsd, _ = expand("experiments/chinchilla_wsd.py", [])
+    cos, _ = expand("experiments/chinchilla_wsd.py:cosine", [])
+    grid_of = lambda ts: sorted((t.cfg.model.d_model, t.cfg.train.tokens, t.cfg.train.lr)  # noqa
+                                for t in ts if t.cfg.train.tokens)
+    assert grid_of([t for t in wsd if t.parent]) == grid_of(cos) and len(cos) == 12
+    trunks = [t for t in wsd if not t.parent]
+    assert len(trunks) == 3 and all(t.cfg.train.steps == 1600 for t in trunks)
+    assert spent(wsd) / spent(cos) <= 0.55
+
+
+def _tables():
+    rows_w, rows_c = [], []
+    for n, fpt in [(1000, 10.0), (4000, 40.0)]:
+        rows_w.append({"trial_id": f"t{n}", "role": "trunk", "params_non_embedding": n,
+                       "tokens": 1600, "flops": fpt * 1600, "flops_spent": fpt * 1600,
+                       "val_loss": 9.0, "status": "done"})
+        for d in (500, 1000, 2000):
+            rows_w.append({"trial_id": f"t{n}.{d}", "role": "branch", "params_non_embedding": n,
+                           "tokens": d, "flops": fpt * d, "flops_spent": fpt * 0.2 * d,
+                           "val_loss": 3.0 - n / 1e4 - d / 1e4, "status": "done"})
+            rows_c.append({"trial_id": f"c{n}.{d}", "params_non_embedding": n, "tokens": d,
+                           "flops": fpt * d, "val_loss": 3.0 - n / 1e4 - d / 1e4 + 0.01,
+                           "status": "done"})
+    return pd.DataFrame(rows_w), pd.DataFrame(rows_c)
+
+
+def test_wsd_analysis_compares_losses_and_compute(tmp_path):
+    from analysis import wsd
+    w, c = _tables()
+    both = wsd.compare(w, c)
+    assert len(both) == 6 and (both["rel_diff"] < 0).all()  # trunks are not grid points
+    s = wsd.summary(w, c)
+    assert s["compute_ratio"] == pytest.approx((1600 + 0.2 * 3500) / 3500)
+    assert s["points"] == 6 and s["max_abs_rel_diff"] < 0.01
+    for i, df in enumerate((w, c)):
+        os.makedirs(tmp_path / str(i))
+        df.to_csv(tmp_path / str(i) / "results.csv", index=False)
+    assert wsd.main([str(tmp_path / "0"), str(tmp_path / "1"), "--json"]) == 0
+    assert os.path.getsize(tmp_path / "0" / "plots" / "wsd_vs_cosine.png") > 1000
+    with pytest.raises(Exception, match="share no finished"):
+        wsd.compare(w, c.assign(tokens=7))

@@ -111,7 +111,8 @@ def wsd_family(base: ConfigDict, point: dict, i: int, n_devices: list[int],
     branches = [_resolve_point(base, {**common, "train.tokens": d}, i, n_devices, check_mesh)
                 for d in budgets]
     starts = [decay_start(c.train) for c in branches]
-    trunk_point = {**common, "train.schedule": "constant", "train.steps": max(starts),
+    trunk_point = {**common, "train.schedule": "constant", "train.tokens": 0,
+                   "train.steps": max(starts),
                    "checkpoint.at": ",".join(str(s) for s in sorted(set(starts)))}
     trunk_cfg = _resolve_point(base, trunk_point, i, n_devices, check_mesh)
     w = {warmup_steps(c.train) for c in branches + [trunk_cfg]}
