@@ -152,10 +152,15 @@ def require_columns(df: pd.DataFrame, cols, *, what: str = "data") -> None:
 
 
 def completed(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of finished trials (``status == "done"`` when a status column exists)."""
+    """Rows of finished trials (``status == "done"`` when a status column exists), without wsd
+    trunks (``role == "trunk"``): a trunk is a constant-lr run never decayed, not a point of the
+    grid; its branches are (see docs/design.md, "schedules and cooldown branches")."""
     if "status" in df.columns:
         df = df[df["status"].astype(str) == "done"]
+    if "role" in df.columns:
+        df = df[df["role"].astype(str) != "trunk"]
     return df
+
 
 
 def default_loss_col(df: pd.DataFrame) -> str:
@@ -195,7 +200,7 @@ def usable(df: pd.DataFrame, cols) -> tuple[pd.DataFrame, list[str]]:
         x = pd.to_numeric(done[c], errors="coerce").to_numpy(dtype=float)
         ok &= np.isfinite(x) & (x > 0)
     warnings = []
-    n_failed = len(df) - len(done)
+    n_failed = int((df["status"].astype(str) != "done").sum()) if "status" in df.columns else 0
     if n_failed:
         warnings.append(f"skipped {n_failed} trial(s) that did not finish (status != 'done')")
     if (~ok).any():

@@ -41,6 +41,8 @@ CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable"),
     "train.nan_policy": ("abort", "skip"),
+    "train.schedule": ("cosine", "wsd", "constant"),
+    "train.decay_shape": ("linear", "1-sqrt"),
 }
 
 
@@ -93,7 +95,10 @@ def default_config() -> ConfigDict:
         seed=0,
         lr=3e-3,
         warmup=0.05,           # < 1: fraction of steps; >= 1: number of steps
-        min_lr_ratio=0.1,      # cosine decays to this fraction of the peak
+        schedule="cosine",     # cosine | wsd (warmup-stable-decay) | constant (no decay)
+        decay_fraction=0.2,    # wsd: the cooldown is this fraction of the steps (at the end)
+        decay_shape="1-sqrt",  # wsd: cooldown shape, linear | 1-sqrt (Hägele et al. 2024)
+        min_lr_ratio=0.1,      # cosine and wsd decay to this fraction of the peak
         weight_decay=0.1,
         b1=0.9,
         b2=0.95,
@@ -110,8 +115,9 @@ def default_config() -> ConfigDict:
     c.distributed = ConfigDict(dict(coordinator="", num_processes=0, process_id=-1, auto=False))
     # Checkpoints (docs/design.md, "checkpoints"): every `every` steps (kept for good; 0 = none),
     # every `every_minutes` of training (0 = off) and on SIGTERM (the newest `keep` of these are
-    # kept), and always at the end.
-    c.checkpoint = ConfigDict(dict(every=0, every_minutes=10.0, keep=2))
+    # kept), and always at the end; `at` = "300,600": also at these steps, kept for good (the
+    # branch points of a wsd trunk, scaling/sweeps/plan.py).
+    c.checkpoint = ConfigDict(dict(every=0, every_minutes=10.0, keep=2, at=""))
     # Mirrors of metrics.jsonl (scaling/train/sinks.py): TensorBoard event files in <run>/tensorboard
     # (no dependency, microseconds per log step: on), W&B project name ("" = off; needs wandb).
     c.log = ConfigDict(dict(every=10, tensorboard=True, wandb=""))
@@ -448,6 +454,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "train.b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "train.grad_clip": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "train.spike_sigmas": (lambda v: v > 0, "> 0"),
+    "train.decay_fraction": (lambda v: 0 < v <= 1, "in (0, 1] (the wsd cooldown's share)"),
     "checkpoint.every_minutes": (lambda v: v >= 0, ">= 0 (0 = off)"),
     "data.val_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
     "data.bpe_train_mb": (lambda v: v > 0, "> 0"),
@@ -504,6 +511,10 @@ def validate(cfg: ConfigDict) -> None:
         _check(v == -1 or v >= 1, f"mesh.{axis} must be >= 1 or -1 (fill), got {v}")
     _check(sum(cfg.mesh[a] == -1 for a in ("data", "fsdp", "tensor", "pipeline")) <= 1,
            "at most one mesh axis may be -1 (fill the remaining devices)")
+    _check(all(s.strip().isdigit() and int(s) > 0 for s in cfg.checkpoint.at.split(","))
+           if cfg.checkpoint.at else True,
+           f"checkpoint.at={cfg.checkpoint.at!r} must be positive steps separated by commas, "
+           f"e.g. '300,600'")
     check_eval_config(cfg)
     _check_tokenizer_users(cfg)
 
@@ -516,6 +527,11 @@ def _check_tokenizer_users(cfg: ConfigDict) -> None:
                                  f"data.tokenizer=byte (got {cfg.data.tokenizer!r})")
     _check(not cfg.eval.tasks, f"eval.tasks are byte-level, which needs data.tokenizer=byte "
                                f"(got {cfg.data.tokenizer!r}); drop eval.tasks")
+
+
+def checkpoint_steps(cfg: ConfigDict) -> list[int]:
+    """The steps of `checkpoint.at` (validated by `validate`), sorted."""
+    return sorted({int(s) for s in cfg.checkpoint.at.split(",")}) if cfg.checkpoint.at else []
 
 
 def to_json(cfg: ConfigDict) -> str:

@@ -87,7 +87,7 @@ def test_sharded_run_matches_single_device(tmp_path):
 
 def test_warmup_has_a_floor_and_no_lr_zero_step():
     from scaling.config import default_config
-    from scaling.train.optim import WARMUP_FLOOR, optimizer_hparams, warmup_cosine, warmup_steps
+    from scaling.train.optim import WARMUP_FLOOR, lr_schedule, optimizer_hparams, warmup_steps
     t = default_config().train
     for steps, warmup, expected in [(1000, 0.001, WARMUP_FLOOR), (12, 0.05, 3), (3, 0.5, 2),
                                     (100, 0.0, 0), (100, 50, 50), (100, 200, 99),
@@ -96,7 +96,7 @@ def test_warmup_has_a_floor_and_no_lr_zero_step():
         assert warmup_steps(t) == expected, (steps, warmup)
     t.steps, t.warmup, t.lr = 1000, 0.001, 1e-3   # 0.001 * 1000 would round to 1 step
     hp = optimizer_hparams(t)
-    lrs = np.array([float(warmup_cosine(s, hp)) for s in range(WARMUP_FLOOR + 2)])
+    lrs = np.array([float(lr_schedule(s, hp)) for s in range(WARMUP_FLOOR + 2)])
     assert lrs[0] > 0 and np.isclose(lrs[0], t.lr / WARMUP_FLOOR)
     assert np.all(np.diff(lrs[:WARMUP_FLOOR]) > 0) and np.isclose(lrs[WARMUP_FLOOR - 1], t.lr)
     assert lrs[WARMUP_FLOOR + 1] < t.lr  # then the cosine decay

@@ -113,3 +113,22 @@ def per_size(points: Iterable[Point], hparams) -> list[Point]:
         extra = hparams(p) if callable(hparams) else hparams[p["model.d_model"]]
         out.append({**extra, **p})
     return out
+
+
+def wsd(sizes: Iterable[Point], tokens: Iterable[int], *, decay_fraction: float | None = None,
+        decay_shape: str | None = None) -> list[Point]:
+    """Warmup-stable-decay with cooldown branches: per size, one constant-lr trunk up to the
+    start of the largest budget's cooldown and one cooldown branch per token budget D, which
+    starts from the trunk's checkpoint at step (1 - f) * D and decays over f * D
+    (f = train.decay_fraction). Each returned point is one size; the sweep planner expands it
+    into its trunk and branches (scaling/sweeps/plan.py, `wsd_family`). A branch gives the
+    result of a standalone `train.schedule=wsd` run of D at a fraction of the compute."""
+    budgets = sorted({int(d) for d in tokens})
+    if not budgets or budgets[0] <= 0:
+        raise UserError(f"grid.wsd needs positive token budgets, got {list(tokens)!r}")
+    extra: Point = {"train.schedule": "wsd"}
+    if decay_fraction is not None:
+        extra["train.decay_fraction"] = float(decay_fraction)
+    if decay_shape is not None:
+        extra["train.decay_shape"] = decay_shape
+    return [{**s, **extra, "sweep.wsd_tokens": budgets} for s in sizes]

@@ -10,7 +10,14 @@ worker's trial is simply resumed from its orbax checkpoint by whoever claims it 
 - `local --parallel N`: N worker subprocesses (`python -m scaling.sweeps.launchers worker DIR`),
   each claiming trials until none is left. Each worker gets its own CPU cores (sched affinity)
   and, on a GPU machine, its own GPUs (CUDA_VISIBLE_DEVICES) so workers never share a device.
-- `slurm`: one submitit job per trial, submitted as one job array. A job that SLURM times out or
+- wsd branches (plan.py, `wsd_family`): a branch waits for its trunk's checkpoint at its branch
+  step (`store.branch_source`), then starts from a copy of it (`store.seed_branch`); a trunk that
+  failed, or finished without that checkpoint, fails its branches with the reason. Local and
+  `--parallel` workers poll while a branch waits (`run_claims`), so with 2 workers one trains
+  the trunk and the other each branch as soon as its checkpoint exists.
+- `slurm`: one submitit job per trial, submitted as one job array; the branches of each trunk
+  as a second array with `--dependency=afterany:<trunk job>` (each job still checks and, if
+  needed, waits for its checkpoint, so a requeued trunk is no problem). A job that SLURM times out or
   preempts is requeued through submitit's `checkpoint()` protocol; the requeued job calls
   `train()` again, which resumes from the trial's latest orbax checkpoint. `--slurm-local` runs
   the same code path through submitit's local executor (tests, or a machine without SLURM).
@@ -33,9 +40,10 @@ from scaling.config import ConfigDict
 from scaling.errors import Stopped, UserError, write_failure
 from scaling.fileio import write_json_atomic
 from scaling.startup import setup_jax
-from scaling.sweeps.plan import expand
-from scaling.sweeps.store import (finished, read_plan, read_summary, record_failure,
-                                  repair_config, trial_dir, trial_lock)
+from scaling.sweeps.plan import Trial, expand
+from scaling.sweeps.store import (branch_source, finished, read_plan, read_summary,
+                                  record_failure, repair_config, seed_branch, trial_dir,
+                                  trial_lock)
 
 
 # ------------------------------------------------------------------ claiming and running a trial
@@ -66,9 +74,11 @@ def run_trial(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False)
         bar.close()
 
 
-def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False) -> str:
-    """Run the trial unless it is finished or another process holds its lock.
-    Returns what happened: "ran", "finished" or "locked"."""
+def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = False,
+                  prepare=None) -> str:
+    """Run the trial unless it is finished or another process holds its lock; `prepare()`
+    runs under the lock first (a wsd branch's seeding). Returns what happened: "ran",
+    "finished" or "locked"."""
     if finished(tdir):
         return "finished"
     with trial_lock(tdir) as got:
@@ -79,21 +89,63 @@ def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = Fa
         if repair_config(tdir):  # torn by a kill: the plan holds the config, rewrite it
             print(f"[{label}]: config.json was unreadable; moved to config.json.damaged and "
                   f"rewritten from the sweep's plan", flush=True)
+        if prepare is not None:
+            prepare()
         run_trial(cfg, tdir, label, progress=progress)
         return "ran"
+
+
+def _gate(workdir: str, t: Trial, label: str):
+    """A wsd branch's readiness: (None, prepare) to train it now, ("wait", None) while its
+    trunk has not reached the branch step, ("failed", None) once recorded as failed."""
+    tdir = trial_dir(workdir, t.trial_id)
+    if not t.parent or finished(tdir):
+        return None, None
+    state, info = branch_source(workdir, t.parent, t.branch_step)
+    if state == "ready":
+        return None, lambda: seed_branch(tdir, info)
+    if state == "failed":
+        with trial_lock(tdir) as got:
+            if got and not finished(tdir):
+                record_failure(tdir, info, info)
+                print(f"[{label}]: FAILED {info}", flush=True)
+    return state, None
+
+
+def run_claims(workdir: str, trials: list[Trial], label, *, progress: bool = False,
+               poll_s: float = 1.0) -> None:
+    """Claim and train `trials` in order (`label(k, t)` names them in output) until each is
+    finished, or running in another process. A wsd branch waits (polling every `poll_s`) for
+    its trunk's checkpoint; a trunk held by another process stays on the list while a branch of
+    it waits, so it is claimed here if that process dies."""
+    todo, told, k_of = list(trials), set(), {t.trial_id: k for k, t in enumerate(trials, 1)}
+    while todo:
+        waiting, ran = [], False
+        parents = {t.parent for t in todo if t.parent}
+        for t in todo:
+            k, tdir = k_of[t.trial_id], trial_dir(workdir, t.trial_id)
+            state, prepare = _gate(workdir, t, label(k, t))
+            if state is not None:
+                waiting += [t] if state == "wait" else []
+                continue
+            what = claim_and_run(t.cfg, tdir, label(k, t), progress=progress, prepare=prepare)
+            ran |= what == "ran"
+            if what == "locked" and t.trial_id in parents:
+                waiting.append(t)
+            if what != "ran" and t.trial_id not in told:
+                told.add(t.trial_id)
+                status = (read_summary(tdir) or {}).get("status")
+                print(f"[{label(k, t)}]: " + (f"{status} (skipped)" if what == "finished" else
+                                              "running in another process (skipped)"), flush=True)
+        if waiting and not ran:
+            time.sleep(poll_s)
+        todo = waiting
 
 
 def run_local(workdir: str, trials: list) -> None:
     """The `local` launcher: the trials one after another in this process, with a progress bar."""
     n = len(trials)
-    for k, t in enumerate(trials, 1):
-        tdir = trial_dir(workdir, t.trial_id)
-        what = claim_and_run(t.cfg, tdir, f"{k}/{n} {t.trial_id}", progress=True)
-        if what == "finished":
-            status = (read_summary(tdir) or {}).get("status")
-            print(f"[{k}/{n}] {t.trial_id}: {status} (skipped)", flush=True)
-        elif what == "locked":
-            print(f"[{k}/{n}] {t.trial_id}: running in another process (skipped)", flush=True)
+    run_claims(workdir, trials, lambda k, t: f"{k}/{n} {t.trial_id}", progress=True)
 
 
 # ------------------------------------------------------------------ local --parallel N
@@ -236,8 +288,8 @@ def worker_main(workdir: str, worker_id: int) -> int:
     planned = [t["trial_id"] for t in plan["trials"]]
     trials = [t for t in trials if t.trial_id in planned]
     n = len(trials)
-    for k, t in enumerate(trials, 1):  # a locked or finished trial is skipped, not waited for
-        claim_and_run(t.cfg, trial_dir(workdir, t.trial_id), f"w{worker_id} {k}/{n} {t.trial_id}")
+    # a locked or finished trial is skipped, not waited for (a branch waits for its trunk)
+    run_claims(workdir, trials, lambda k, t: f"w{worker_id} {k}/{n} {t.trial_id}")
     return 0
 
 
@@ -251,20 +303,22 @@ class TrialJob:
     """The function submitit runs for one trial, checkpointable: on timeout or preemption submitit
     calls `checkpoint()`, pickles the returned DelayedSubmission and requeues it; the new job
     calls `train()` again, which resumes from the latest orbax checkpoint (`checkpoint.every`
-    bounds the steps redone)."""
+    bounds the steps redone). A wsd branch's job first waits for its trunk's checkpoint."""
 
     def __init__(self, workdir: str):
         self.workdir = os.path.abspath(workdir)
 
-    def __call__(self, cfg: dict, trial_id: str) -> str:
+    def __call__(self, cfg: dict, trial_id: str, parent: str = "", branch_step: int = 0) -> str:
         setup_jax()
         tdir = trial_dir(self.workdir, trial_id)
-        what = claim_and_run(ConfigDict(cfg), tdir, trial_id)
-        return f"{trial_id}: {what}"
+        trial = Trial(trial_id, {}, ConfigDict(cfg), "", parent, branch_step)
+        run_claims(self.workdir, [trial], lambda k, t: t.trial_id, poll_s=10.0)
+        return f"{trial_id}: {(read_summary(tdir) or {}).get('status', 'not finished')}"
 
-    def checkpoint(self, cfg: dict, trial_id: str):
+    def checkpoint(self, cfg: dict, trial_id: str, parent: str = "", branch_step: int = 0):
         import submitit
-        return submitit.helpers.DelayedSubmission(TrialJob(self.workdir), cfg, trial_id)
+        branch = (parent, branch_step) if parent else ()
+        return submitit.helpers.DelayedSubmission(TrialJob(self.workdir), cfg, trial_id, *branch)
 
 
 def slurm_parameters(opts: dict) -> dict:
@@ -282,9 +336,20 @@ def slurm_parameters(opts: dict) -> dict:
     return params
 
 
+def _submit(executor, workdir: str, trials: list, extra: dict, dependency: str = "") -> list:
+    """One job array for `trials` (after the job `dependency` ends, if given); `extra`: the
+    user's own `slurm_additional_parameters`."""
+    after = {"dependency": f"afterany:{dependency}"} if dependency else {}
+    executor.update_parameters(slurm_additional_parameters={**extra, **after})
+    return executor.map_array(TrialJob(workdir), [t.cfg.to_dict() for t in trials],
+                              [t.trial_id for t in trials], [t.parent for t in trials],
+                              [t.branch_step for t in trials])
+
+
 def run_slurm(workdir: str, trials: list, opts: dict, *, wait: bool = True,
               poll_s: float = 2.0) -> list:
-    """Submit the unfinished trials as one job array; with `wait`, poll until they end."""
+    """Submit the unfinished trials as one job array, and each trunk's unfinished wsd branches
+    as an array that starts after the trunk's job ends; with `wait`, poll until they end."""
     import submitit
     todo = [t for t in trials if not finished(trial_dir(workdir, t.trial_id))]
     if not todo:
@@ -295,10 +360,17 @@ def run_slurm(workdir: str, trials: list, opts: dict, *, wait: bool = True,
     params = slurm_parameters(opts)
     params.setdefault("name", "scaling-" + os.path.basename(os.path.abspath(workdir)))
     executor.update_parameters(**params)
-    jobs = executor.map_array(TrialJob(workdir), [t.cfg.to_dict() for t in todo],
-                              [t.trial_id for t in todo])
+    first = [t for t in todo if not t.parent]
+    extra = dict(params.get("slurm_additional_parameters") or {})
+    jobs = _submit(executor, workdir, first, extra) if first else []
+    job_of = {t.trial_id: j.job_id for t, j in zip(first, jobs)}
+    submitted = list(first)
+    for parent in dict.fromkeys(t.parent for t in todo if t.parent):
+        branches = [t for t in todo if t.parent == parent]
+        jobs += _submit(executor, workdir, branches, extra, job_of.get(parent, ""))
+        submitted += branches
     write_json_atomic(os.path.join(workdir, "slurm", "jobs.json"),
-                      {t.trial_id: j.job_id for t, j in zip(todo, jobs)})
+                      {t.trial_id: j.job_id for t, j in zip(submitted, jobs)})
     print(f"slurm: submitted {len(jobs)} jobs ({jobs[0].job_id.split('_')[0]}"
           f"{'' if len(jobs) == 1 else ' ...'}); logs in {os.path.dirname(folder)}", flush=True)
     if not wait:
@@ -306,7 +378,7 @@ def run_slurm(workdir: str, trials: list, opts: dict, *, wait: bool = True,
         return jobs
     while not all(j.done() for j in jobs):
         time.sleep(poll_s)
-    for t, j in zip(todo, jobs):
+    for t, j in zip(submitted, jobs):
         _record_job_failure(workdir, t.trial_id, j)
     return jobs
 

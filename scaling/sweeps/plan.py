@@ -9,6 +9,13 @@ points that resolve to the same result config are one trial.
 
 Ids before that rule hashed the whole resolved config: `Trial.legacy_id` keeps that id so a sweep
 started by an older version is found again (`store.adopt_legacy`).
+
+A point of `grid.wsd` (key `sweep.wsd_tokens`: token budgets) expands into a family
+(`wsd_family`, docs/design.md "schedules and cooldown branches"): one trunk trial (schedule
+constant, up to the largest budget's cooldown, checkpointing at every branch point) and per
+budget D one branch trial (schedule wsd, train.tokens D) that starts from the trunk's checkpoint
+at its cooldown start: `Trial.parent` and `Trial.branch_step`. A branch's config is that of a
+standalone wsd run of D (the same result), and its id is `<trunk id>.tok<D>-<hash>`.
 """
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from scaling.config import (ConfigDict, apply_overrides, apply_user_overrides, call_get_config,
-                            call_get_sweep, experiment_identity, load_experiment, resolve,
-                            result_config)
+                            call_get_sweep, experiment_identity, load_experiment, parse_overrides,
+                            resolve, result_config)
 from scaling.errors import UserError
+from scaling.train.schedule import check_schedule, decay_start, warmup_steps
 
 # Short names of config fields in readable trial ids (`d64-L2-tok1e6-<hash>`).
 SHORT = {"d_model": "d", "n_layers": "L", "n_heads": "h", "n_kv_heads": "kv", "tokens": "tok",
@@ -34,6 +42,8 @@ class Trial:
     overrides: dict      # the grid point (dotted keys)
     cfg: ConfigDict      # resolved
     legacy_id: str = ""  # the id older versions gave it (hash of the whole resolved config)
+    parent: str = ""     # a wsd branch: its trunk's trial id ...
+    branch_step: int = 0  # ... and the trunk checkpoint (step) it starts from
 
 
 def _fmt(v) -> str:
@@ -62,35 +72,102 @@ def legacy_trial_id(cfg: ConfigDict, point: dict) -> str:
     return _with_name(point, _sha1(cfg.to_dict())[:8])
 
 
+WSD_KEY = "sweep.wsd_tokens"  # a grid.wsd point: the token budgets of one trunk's branches
+
+
+def _resolve_point(base: ConfigDict, point: dict, i: int, n_devices: list[int],
+                   check_mesh) -> ConfigDict:
+    """The resolved config of grid point `i`; any bad value is a UserError naming the point."""
+    cfg = ConfigDict(base.to_dict())
+    try:
+        apply_overrides(cfg, {k: v for k, v in point.items() if not k.startswith("sweep.")})
+        cfg = resolve(cfg)
+        check_schedule(cfg.train)
+        for n in n_devices:
+            check_mesh(cfg, n)
+    except UserError as e:
+        raise UserError(f"sweep point {i} {point}: {e}") from e
+    return cfg
+
+
+def _shared_warmup(base: ConfigDict, common: dict, budgets: list[int], i: int) -> float:
+    """The warmup (in steps) every member of a wsd family trains with: the shortest budget's,
+    raised to the longest member's warmup floor, so trunk and branches agree step by step."""
+    pts = [{**common, "train.tokens": d} for d in budgets]
+    w = warmup_steps(_resolve_point(base, pts[0], i, [], None).train)
+    return float(max(warmup_steps(_resolve_point(base, {**p, "train.warmup": float(w)}, i, [],
+                                                 None).train) for p in pts))
+
+
+def wsd_family(base: ConfigDict, point: dict, i: int, n_devices: list[int],
+               check_mesh=None) -> list[Trial]:
+    """A grid.wsd point -> [trunk, branch per budget] (see the module doc)."""
+    budgets = sorted({int(d) for d in point[WSD_KEY]})
+    if not budgets or any(k in point for k in ("train.tokens", "train.steps")):
+        raise UserError(f"sweep point {i}: grid.wsd needs token budgets and sets train.tokens "
+                        f"itself; drop train.tokens/train.steps from the point")
+    common = {k: v for k, v in point.items() if k != WSD_KEY}
+    common["train.warmup"] = _shared_warmup(base, common, budgets, i)
+    branches = [_resolve_point(base, {**common, "train.tokens": d}, i, n_devices, check_mesh)
+                for d in budgets]
+    starts = [decay_start(c.train) for c in branches]
+    trunk_point = {**common, "train.schedule": "constant", "train.tokens": 0,
+                   "train.steps": max(starts),
+                   "checkpoint.at": ",".join(str(s) for s in sorted(set(starts)))}
+    trunk_cfg = _resolve_point(base, trunk_point, i, n_devices, check_mesh)
+    w = {warmup_steps(c.train) for c in branches + [trunk_cfg]}
+    if len(w) > 1:
+        raise UserError(f"sweep point {i}: the wsd trunk and its branches would warm up for "
+                        f"{sorted(w)} steps; set train.warmup to a number of steps >= 10")
+    label = {k: v for k, v in common.items() if k not in ("train.schedule", "train.warmup")}
+    trunk_over = {k: v for k, v in trunk_point.items() if k != "checkpoint.at"}
+    trunk_id = _with_name({**label, "sweep.trunk": "", "train.steps": max(starts)},
+                          _sha1(result_config(trunk_cfg))[:8])
+    family = [Trial(trunk_id, trunk_over, trunk_cfg)]
+    for d, cfg, start in zip(budgets, branches, starts):
+        tid = f"{trunk_id}.tok{_fmt(d)}-{_sha1(result_config(cfg))[:8]}"
+        family.append(Trial(tid, {**common, "train.tokens": d}, cfg, "", trunk_id, start))
+    return family
+
+
+def _family_key(t: Trial) -> str:
+    return _sha1([result_config(t.cfg), t.parent])
+
+
 def expand(spec: str | None, overrides: list[str],
            n_devices: Iterable[int] = ()) -> tuple[list[Trial], list[str]]:
     """Resolve every trial up front, so a bad grid point fails before anything is written.
 
     Each point is also checked against the device mesh for every device count in `n_devices`
     (the devices one trial will see), so a point the mesh cannot split is a one-line error here
-    rather than a failure after earlier trials trained. Returns the trials and the sorted
-    config keys the grid varies."""
+    rather than a failure after earlier trials trained. A grid.wsd point becomes a trunk and its
+    branches (`wsd_family`), the trunk first. Returns the trials and the sorted config keys the
+    grid varies."""
     module, arg = load_experiment(spec)
     base = apply_user_overrides(call_get_config(module, arg), overrides)
     # `sweep.*` keys label grid points (e.g. an IsoFLOP budget) without being config fields.
     points = call_get_sweep(module, arg, overrides)
     n_devices = list(n_devices)
+    check_mesh = None
     if n_devices:  # imports JAX: only when asked, so `status`/`collect` start fast
         from scaling.parallel.mesh import check_mesh
+    explicit = set(parse_overrides(overrides))
     trials, seen = [], set()
     for i, point in enumerate(points):
-        cfg = ConfigDict(base.to_dict())
-        try:
-            apply_overrides(cfg, {k: v for k, v in point.items() if not k.startswith("sweep.")})
-            cfg = resolve(cfg)
-            for n in n_devices:
-                check_mesh(cfg, n)
-        except UserError as e:
-            raise UserError(f"sweep point {i} {point}: {e}") from e
-        key = _sha1(result_config(cfg))
-        if key not in seen:  # points that resolve to the same config are one trial
-            seen.add(key)
-            trials.append(Trial(trial_id(cfg, point), point, cfg, legacy_trial_id(cfg, point)))
+        if WSD_KEY in point:
+            clash = explicit & {"train.tokens", "train.steps", "train.schedule"}
+            if clash:
+                raise UserError(f"--config.{min(clash)} conflicts with the grid.wsd sweep, which "
+                                f"sets it per trial; drop the override")
+            family = wsd_family(base, point, i, n_devices, check_mesh)
+        else:
+            cfg = _resolve_point(base, point, i, n_devices, check_mesh)
+            family = [Trial(trial_id(cfg, point), point, cfg, legacy_trial_id(cfg, point))]
+        for t in family:
+            key = _family_key(t)
+            if key not in seen:  # points that resolve to the same config are one trial
+                seen.add(key)
+                trials.append(t)
     varied = sorted({k for t in trials for k in t.overrides})
     return trials, varied
 
@@ -102,4 +179,6 @@ def plan_record(spec: str | None, overrides: list[str], trials: list[Trial],
     path, arg = experiment_identity(spec)
     return {"config": spec, "experiment": {"path": path, "arg": arg}, "overrides": overrides,
             "varied": varied,
-            "trials": [{"trial_id": t.trial_id, "overrides": t.overrides} for t in trials]}
+            "trials": [{"trial_id": t.trial_id, "overrides": t.overrides,
+                        **({"parent": t.parent, "branch_step": t.branch_step} if t.parent
+                           else {})} for t in trials]}

@@ -27,10 +27,25 @@ RESULT_COLUMNS = ["trial_id", "params_total", "params_non_embedding", "tokens", 
                   "val_loss", "val_ppl", "wall_s", "status"]
 
 
+def _spent(t: dict, s: dict, trunks: set) -> dict:
+    """The wsd columns of a trial's row: its role (trunk / branch / ""), parent and branch step,
+    and the compute it spent itself. `tokens`/`flops` of a branch are its true totals (the
+    trunk's share up to its branch step included); `tokens_spent`/`flops_spent` are its own
+    cooldown's, and a trunk's are its own: summing `flops_spent` over all rows is the sweep's
+    true cost."""
+    step0 = t.get("branch_step", 0) if t.get("parent") else 0
+    steps = s.get("steps")
+    share = (steps - step0) / steps if isinstance(steps, int) and steps > 0 else math.nan
+    return {"role": "trunk" if t["trial_id"] in trunks else "branch" if t.get("parent") else "",
+            "parent": t.get("parent", ""), "branch_step": step0,
+            "tokens_spent": s.get("tokens", math.nan) * share,
+            "flops_spent": s.get("flops", math.nan) * share}
+
+
 def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
     """One row per trial (done, failed, running or pending) -> results.parquet and results.csv."""
     plan = plan or store.read_plan(workdir)
-    rows = []
+    rows, trunks = [], {t.get("parent") for t in plan["trials"] if t.get("parent")}
     for t in plan["trials"]:
         tdir = store.trial_dir(workdir, t["trial_id"])
         s = store.read_summary(tdir) or {"status": "running" if store.is_locked(tdir) else "pending"}
@@ -40,6 +55,7 @@ def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
         row.update({k: s.get(k, math.nan) for k in (
             "steps", "warmup_steps", "tokens_per_param", "tokens_per_param_ne", "epochs",
             "val_loss_se", "tokens_per_s", "mfu")})
+        row.update(_spent(t, s, trunks))
         row["error"] = s.get("error", "")
         row.update(eval_columns(tdir))  # task metrics (scaling/evals), if the trial has eval.jsonl
         rows.append(row)

@@ -8,6 +8,9 @@
         metrics.jsonl, config.json    written by the trainer while it runs
         .lock                         flock held by whoever trains it
         config.json.damaged           an unreadable config.json moved aside (`repair_config`)
+        checkpoints/<step>/           orbax checkpoints (scaling/train/checkpoint.py); a wsd
+                                      branch starts from its trunk's `checkpoints/<branch step>`
+                                      (`branch_source`, `seed_branch`)
     DIR/results.parquet, results.csv  the table (`runner.collect`)
 
 A trial is finished when it has a readable summary with status done or failed. A summary that
@@ -26,6 +29,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 from typing import Iterator
 
 from scaling.errors import UserError
@@ -91,6 +95,51 @@ def reset_failed(workdir: str, trial_ids: list[str]) -> list[str]:
             os.replace(os.path.join(tdir, SUMMARY), os.path.join(tdir, "summary.failed.json"))
             reset.append(tid)
     return reset
+
+
+# ------------------------------------------------------------------ wsd branches
+
+def branch_source(workdir: str, parent: str, step: int) -> tuple[str, str]:
+    """Where a wsd branch stands: ("ready", the trunk's checkpoint dir at `step`), ("wait",
+    why) while the trunk has not reached it, or ("failed", why) when it never will.
+
+    orbax renames a checkpoint to its step's name only once it is committed, so a directory
+    named `step` is complete; the trunk keeps it for good (`checkpoint.at`)."""
+    tdir = trial_dir(workdir, parent)
+    ckpt = os.path.join(tdir, "checkpoints", str(step))
+    if os.path.isdir(ckpt):
+        return "ready", ckpt
+    s = read_summary(tdir) or {}
+    if s.get("status") == "failed":
+        return "failed", (f"its trunk {parent} failed ({s.get('error', '?')}); fix that and "
+                          f"rerun with --retry-failed")
+    if s.get("status") == "done":
+        return "failed", (f"its trunk {parent} finished without a checkpoint at step {step}; "
+                          f"delete {tdir} to train the trunk again")
+    return "wait", f"waiting for trunk {parent} to reach step {step}"
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # orbax never rewrites a committed file: sharing it is safe
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def seed_branch(tdir: str, ckpt: str) -> bool:
+    """Give a branch with no checkpoint of its own the trunk's checkpoint `ckpt` (hard links,
+    else copies; moved into place with one rename, so a kill leaves none or all of it). The
+    trainer then resumes the branch from it. Call under the branch's lock. Returns whether it
+    seeded."""
+    own = os.path.join(tdir, "checkpoints")
+    if os.path.isdir(own) and any(n.isdigit() for n in os.listdir(own)):
+        return False  # the branch trained (or was seeded) before: resume from its own
+    tmp = os.path.join(tdir, ".seed-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ckpt, tmp, copy_function=_link_or_copy)
+    os.makedirs(own, exist_ok=True)
+    os.rename(tmp, os.path.join(own, os.path.basename(ckpt)))
+    return True
 
 
 # ------------------------------------------------------------------ plan

@@ -6,8 +6,8 @@ A checkpoint `<workdir>/checkpoints/<step>/` holds the train state ("state": the
 commits each one atomically, so only finished checkpoints are ever listed; the checksum catches
 what orbax cannot: bits flipped inside a committed data file (disk, copy or network faults).
 
-Which are kept: every multiple of `checkpoint.every` for good (orbax `keep_period`), and the
-newest `checkpoint.keep` of all (so the final checkpoint, the newest, is always kept).
+Which are kept: every multiple of `checkpoint.every` and every step of `checkpoint.at` for good,
+and the newest `checkpoint.keep` of all (so the final checkpoint, the newest, is always kept).
 
 Every read goes through `restore`, one idiom for both uses: training resume restores the whole
 state onto the run's shardings; `load_trained` restores only `state["params"]` (orbax partial
@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from scaling.config import ConfigDict, from_json_file
+from scaling.config import ConfigDict, checkpoint_steps, from_json_file
 from scaling.model.transformer import Transformer, abstract_model
 
 
@@ -39,6 +39,15 @@ def manager(workdir: str, cfg: ConfigDict | None = None) -> ocp.CheckpointManage
     run's `cfg`, read-only without it."""
     if cfg is None:
         options = ocp.CheckpointManagerOptions(read_only=True)
+    elif checkpoint_steps(cfg):  # orbax's delete options cannot name steps; its policies can
+        policies = ocp.checkpoint_managers
+        keep = [policies.LatestN(cfg.checkpoint.keep),
+                policies.CustomSteps(checkpoint_steps(cfg))]
+        if cfg.checkpoint.every:
+            keep.append(policies.EveryNSteps(cfg.checkpoint.every))
+        options = ocp.CheckpointManagerOptions(
+            create=True, enable_async_checkpointing=True,
+            preservation_policy=policies.AnyPreservationPolicy(keep))
     else:
         options = ocp.CheckpointManagerOptions(max_to_keep=cfg.checkpoint.keep, create=True,
                                                keep_period=cfg.checkpoint.every or None,

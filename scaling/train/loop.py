@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from scaling import counting
-from scaling.config import ConfigDict, resolve, to_json
+from scaling.config import ConfigDict, checkpoint_steps, resolve, to_json
 from scaling.data import TokenBatches
 from scaling.fileio import JsonlWriter, json_safe, read_jsonl, write_json_atomic
 from scaling.parallel import distributed
@@ -46,7 +46,7 @@ from scaling.parallel import gpipe as pipeline
 from scaling.parallel import mesh as mesh_lib
 from scaling.train import checkpoint, sinks
 from scaling.train.mfu import peak_flops
-from scaling.train.optim import warmup_steps
+from scaling.train.schedule import check_schedule, decay_start, warmup_steps
 from scaling.train.signals import StopRequest, TrainingStopped
 from scaling.train.step import Trainer
 from scaling.train.workdir import check_workdir, create_workdir, disk_errors
@@ -144,6 +144,8 @@ class _Run:
     def __init__(self, cfg: ConfigDict, workdir: str, t_start: float):
         """Read-only set-up (mesh and data: their input errors come before any write)."""
         self.cfg, self.workdir, self.t_start = cfg, workdir, t_start
+        check_schedule(cfg.train)
+        self.save_at = set(checkpoint_steps(cfg))  # e.g. a wsd trunk's branch points
         self.mesh = mesh_lib.make_mesh(cfg.mesh)
         mesh_lib.check_divisibility(cfg, self.mesh)
         n_proc, proc = jax.process_count(), jax.process_index()
@@ -293,7 +295,8 @@ class _Run:
             if cfg.eval.every and step % cfg.eval.every == 0 and step != steps:
                 self.evaluate(step)
                 window.restart_clock()  # validation time is not training throughput
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step != steps:
+            if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0
+                    or step in self.save_at) and step != steps:
                 self.save(step)
             if on_step:
                 on_step(step, steps)
@@ -341,7 +344,8 @@ class _Run:
             "flops_per_token": desc["flops_per_token"],
             "flops_convention": desc["flops_convention"],
             "tokens": tokens, "flops": desc["flops_per_token"] * tokens,
-            "steps": t.steps, "warmup_steps": warmup_steps(t),
+            "steps": t.steps, "warmup_steps": warmup_steps(t), "schedule": t.schedule,
+            "decay_start": decay_start(t),
             "tokens_per_param": tokens / desc["params_total"],
             "tokens_per_param_ne": tokens / desc["params_non_embedding"],
             "epochs": tokens / self.epoch_tokens, "train_split_tokens": self.epoch_tokens,

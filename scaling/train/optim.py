@@ -1,12 +1,12 @@
-"""The optimizer: AdamW, global-norm clipping, linear warmup + cosine decay, weight-decay mask.
+"""The optimizer: AdamW, global-norm clipping, the lr schedule (warmup + cosine, wsd or constant;
+lengths in scaling/train/schedule.py), weight-decay mask.
 
-The schedule's numbers (peak lr, warmup and decay lengths, betas, decay, clip) are traced
-arguments of the jitted step, not constants, so one compiled step serves every trial of a sweep
-that shares shapes (see `optimizer_hparams`).
+The schedule's numbers (peak lr, warmup and decay lengths, betas, decay, clip) and even which
+schedule it is are traced arguments of the jitted step, not constants, so one compiled step
+serves every trial of a sweep that shares shapes (see `optimizer_hparams`), and a wsd trunk
+(constant) and its cooldown branch run the very same executable (bitwise-equal steps).
 """
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -14,25 +14,10 @@ import numpy as np
 import optax
 
 from scaling.config import ConfigDict
+from scaling.train.schedule import WARMUP_FLOOR, decay_start, warmup_steps  # noqa: F401
 
-# A positive warmup lasts at least this many steps, when the run is long enough (see
-# `warmup_steps`): a fraction like 0.05 of a short run would otherwise round to 1-2 steps.
-WARMUP_FLOOR = 10
-
-
-def warmup_steps(t: ConfigDict) -> int:
-    """Warmup length in optimizer steps for `train` config `t`.
-
-    `train.warmup` < 1 is a fraction of `train.steps`, rounded UP; >= 1 is a number of steps.
-    A positive warmup is raised to the floor min(WARMUP_FLOOR, steps // 4), so it is at least a
-    few steps when the run allows and still ends well inside it; it never exceeds steps - 1.
-    `train.warmup = 0` means no warmup (step 0 trains at the peak lr).
-    """
-    if t.warmup <= 0 or t.steps <= 1:
-        return 0
-    w = math.ceil(t.warmup * t.steps) if t.warmup < 1 else int(t.warmup)
-    w = max(w, min(WARMUP_FLOOR, t.steps // 4))
-    return min(w, t.steps - 1)
+# Decay shapes, as the traced number `shape` of `optimizer_hparams`.
+SHAPES = {"cosine": 0.0, "linear": 1.0, "1-sqrt": 2.0}
 
 
 def optimizer_hparams(t: ConfigDict) -> dict[str, np.ndarray]:
@@ -44,36 +29,46 @@ def optimizer_hparams(t: ConfigDict) -> dict[str, np.ndarray]:
     would recompile an otherwise identical step. As arguments, all trials of one shape share one
     compiled executable (docs/benchmarks.md, "compilation cache").
     """
-    hp = {"lr": t.lr, "warmup": warmup_steps(t), "decay_steps": max(t.steps, 1),
-          "end_lr": t.lr * t.min_lr_ratio, "b1": t.b1, "b2": t.b2,
-          "weight_decay": t.weight_decay, "grad_clip": t.grad_clip}
+    shape = SHAPES["cosine" if t.schedule == "cosine" else t.decay_shape]
+    hp = {"lr": t.lr, "warmup": warmup_steps(t), "decay_start": decay_start(t),
+          "decay_steps": max(t.steps, 1), "shape": shape, "end_lr": t.lr * t.min_lr_ratio,
+          "b1": t.b1, "b2": t.b2, "weight_decay": t.weight_decay, "grad_clip": t.grad_clip}
     return {k: np.float32(v) for k, v in hp.items()}
 
 
-def warmup_cosine(count, hp) -> jax.Array:
-    """The lr of optimizer step `count` (0-based): warmup, then cosine decay to `end_lr`.
+def lr_schedule(count, hp) -> jax.Array:
+    """The lr of optimizer step `count` (0-based): warmup, the peak, then the decay to `end_lr`.
 
     Warmup is linear and never 0: step s < W trains at lr * (s + 1) / W (step W - 1 reaches the
-    peak); from step W the lr follows a cosine from the peak to `end_lr` at `decay_steps`.
-    Written with array arithmetic so that the lengths can be traced values (see
-    `optimizer_hparams`).
+    peak). Steps before `decay_start` (cosine: W; wsd: steps - its cooldown; constant: never)
+    train at exactly the peak; from there the lr falls with progress p = (s - decay_start) /
+    (decay_steps - decay_start) as a cosine, linearly, or as 1 - sqrt(p) (Hägele et al. 2024),
+    reaching `end_lr` at `decay_steps`. Array arithmetic throughout, so that the lengths and
+    the shape can be traced values (see `optimizer_hparams`).
     """
     step = jnp.asarray(count, jnp.float32)
     warm_lr = hp["lr"] * (step + 1.0) / jnp.maximum(hp["warmup"], 1.0)
-    frac = jnp.clip((step - hp["warmup"]) / jnp.maximum(hp["decay_steps"] - hp["warmup"], 1.0),
-                    0.0, 1.0)
-    cos_lr = hp["end_lr"] + (hp["lr"] - hp["end_lr"]) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
-    return jnp.where(step < hp["warmup"], warm_lr, cos_lr)
+    frac = jnp.clip((step - hp["decay_start"])
+                    / jnp.maximum(hp["decay_steps"] - hp["decay_start"], 1.0), 0.0, 1.0)
+    span = hp["lr"] - hp["end_lr"]
+    decayed = jnp.select([hp["shape"] == SHAPES["cosine"], hp["shape"] == SHAPES["linear"]],
+                         [hp["end_lr"] + span * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)),
+                          hp["lr"] - span * frac],
+                         hp["end_lr"] + span * (1.0 - jnp.sqrt(frac)))
+    # Before the decay the lr is the peak itself, not a formula that may round off it: a wsd
+    # branch must see exactly the lr its constant-lr trunk saw.
+    stable_lr = jnp.where(step < hp["decay_start"], hp["lr"], decayed)
+    return jnp.where(step < hp["warmup"], warm_lr, stable_lr)
 
 
 def make_optimizer(t: ConfigDict, hp=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW with linear warmup and cosine decay to `min_lr_ratio` of the peak; global-norm clip.
+    """AdamW with the lr schedule of `lr_schedule` (`train.schedule`); global-norm clip.
 
     `hp` (from `optimizer_hparams`, possibly traced) supplies the numbers; only the structure
     (whether clipping is on) is read from `t`.
     """
     hp = optimizer_hparams(t) if hp is None else hp
-    schedule = lambda count: warmup_cosine(count, hp)  # noqa: E731
+    schedule = lambda count: lr_schedule(count, hp)  # noqa: E731
     tx = optax.chain(
         optax.clip_by_global_norm(hp["grad_clip"]) if t.grad_clip > 0 else optax.identity(),
         optax.adamw(schedule, b1=hp["b1"], b2=hp["b2"], weight_decay=hp["weight_decay"],
