@@ -349,6 +349,17 @@ def is_result_key(key: str) -> bool:
     return not any(key == k or key.startswith(k + ".") for k in NOT_RESULT_KEYS)
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"a.b.c": value} (the dotted keys used everywhere in overrides)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
 def result_config(cfg: ConfigDict) -> dict:
     """The config as a plain dict without the NOT_RESULT_KEYS: what a run's result depends on."""
     out = cfg.to_dict()

@@ -390,3 +390,53 @@ def test_sweep_exit_code_does_not_depend_on_the_report(finished_sweep, tmp_path,
         assert main(["sweep", "--config", TINY, "--workdir", str(w)]) == 0
         captured = capsys.readouterr()
         assert "Traceback" not in captured.err and str(exc) in captured.out + captured.err
+
+
+def _old_version_dir(workdir, name, cfg, drop=(), change=None):
+    """A trial dir as an older version left it: its config lacks the fields in `drop`."""
+    import json as _json
+
+    from scaling.config import to_json
+    saved = _json.loads(to_json(cfg))
+    for key in drop:
+        *parents, leaf = key.split(".")
+        node = saved
+        for p in parents:
+            node = node[p]
+        node.pop(leaf)
+    for key, value in (change or {}).items():
+        section, leaf = key.split(".")
+        saved[section][leaf] = value
+    os.makedirs(os.path.join(workdir, "trials", name))
+    with open(os.path.join(workdir, "trials", name, "config.json"), "w") as f:
+        _json.dump(saved, f)
+
+
+def test_upgrade_finds_trials_under_older_ids_by_content(tmp_path):
+    """An upgrade that adds config fields changes every trial id; finished dirs whose saved config
+    is the same run (the new fields at their defaults) take the new ids, others are left alone."""
+    from scaling.sweeps import runner
+    from scaling.sweeps.plan import expand
+
+    trials, _ = expand("tests/tiny_experiment.py", [])
+    wd = str(tmp_path)
+    # same run, saved before train.schedule/data.files existed -> adopted
+    _old_version_dir(wd, "old-a", trials[0].cfg, drop=("train.schedule", "data.files"))
+    # a different lr -> not the same run, stays as it is
+    _old_version_dir(wd, "old-b", trials[1].cfg, drop=("train.schedule",),
+                     change={"train.lr": 1e-2})
+    runner._adopt_legacy_dirs(wd, trials)
+    names = set(os.listdir(os.path.join(wd, "trials")))
+    assert names == {trials[0].trial_id, "old-b"}
+
+
+def test_same_result_needs_missing_fields_at_their_defaults():
+    from scaling.config import to_json
+    from scaling.sweeps.plan import expand, same_result
+    import json as _json
+
+    cfg = expand("tests/tiny_experiment.py", ["train.schedule=constant"])[0][0].cfg
+    saved = _json.loads(to_json(cfg))
+    assert same_result(saved, cfg)
+    del saved["train"]["schedule"]  # an older version ran it with the default (cosine)
+    assert not same_result(saved, cfg)

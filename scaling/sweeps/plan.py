@@ -27,7 +27,7 @@ from typing import Iterable
 
 from scaling.config import (ConfigDict, apply_overrides, apply_user_overrides, call_get_config,
                             call_get_sweep, experiment_identity, load_experiment, parse_overrides,
-                            resolve, result_config)
+                            default_config, flatten, is_result_key, resolve, result_config)
 from scaling.errors import UserError
 from scaling.train.schedule import check_schedule, decay_start, warmup_steps
 
@@ -70,6 +70,19 @@ def trial_id(cfg: ConfigDict, point: dict) -> str:
 def legacy_trial_id(cfg: ConfigDict, point: dict) -> str:
     """The id of older versions: readable name plus a hash of the whole resolved config."""
     return _with_name(point, _sha1(cfg.to_dict())[:8])
+
+
+def same_result(saved: dict, cfg: ConfigDict) -> bool:
+    """Whether a trial dir's saved config.json describes the same run as `cfg`, across versions:
+    every result key both know is equal, and every key the saved config lacks (a field added
+    since) is at its default, i.e. the feature it controls was off. Lets an upgrade that adds
+    config fields (and so changes every trial id) find finished trials again."""
+    norm = lambda d: flatten(json.loads(json.dumps(d, default=str)))  # noqa: E731 tuples -> lists
+    old, new = norm(saved), norm(result_config(cfg))
+    defaults = norm(default_config().to_dict())
+    if any(is_result_key(k) and k not in new for k in old):  # a field since removed or renamed
+        return False
+    return all(old[k] == v if k in old else defaults.get(k, v) == v for k, v in new.items())
 
 
 WSD_KEY = "sweep.wsd_tokens"  # a grid.wsd point: the token budgets of one trunk's branches

@@ -21,7 +21,7 @@ from scaling.display import print_table
 from scaling.errors import UserError
 from scaling.evals.columns import eval_columns
 from scaling.sweeps import launchers, store
-from scaling.sweeps.plan import Trial, expand, plan_record
+from scaling.sweeps.plan import Trial, expand, plan_record, same_result
 
 RESULT_COLUMNS = ["trial_id", "params_total", "params_non_embedding", "tokens", "flops", "loss",
                   "val_loss", "val_ppl", "wall_s", "status"]
@@ -142,10 +142,25 @@ def _write_plan(workdir: str, plan: dict) -> None:
 
 
 def _adopt_legacy_dirs(workdir: str, trials: list[Trial]) -> None:
-    """Trial dirs named by an older version's ids take their current ids (store.adopt_legacy)."""
+    """Trial dirs named by an older version's ids take their current ids: by the legacy id
+    rule, else by content (a dir outside the plan whose config.json is the same run as a planned
+    trial without a dir, `plan.same_result`). Renames go through store.adopt_legacy (locked)."""
     for t in trials:
         if store.adopt_legacy(workdir, t.trial_id, t.legacy_id):
             print(f"{t.trial_id}: found as {t.legacy_id} (an older trial id); renamed", flush=True)
+    planned = {t.trial_id for t in trials}
+    root = os.path.join(workdir, "trials")
+    strays = sorted(n for n in os.listdir(root) if n not in planned
+                    and not os.path.islink(os.path.join(root, n)))
+    missing = [t for t in trials if not os.path.lexists(store.trial_dir(workdir, t.trial_id))]
+    for name in strays:
+        saved = store.read_json(os.path.join(root, name, "config.json"))
+        match = next((t for t in missing if isinstance(saved, dict) and same_result(saved, t.cfg)),
+                     None)
+        if match is not None and store.adopt_legacy(workdir, match.trial_id, name):
+            missing.remove(match)
+            print(f"{match.trial_id}: found as {name} (same run under an older id); renamed",
+                  flush=True)
 
 
 def devices_per_trial(launcher: str, parallel: int) -> list[int]:

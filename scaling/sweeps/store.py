@@ -44,7 +44,7 @@ def trial_dir(workdir: str, trial_id: str) -> str:
     return os.path.join(workdir, "trials", trial_id)
 
 
-def _read_json(path: str):
+def read_json(path: str):
     """The JSON value in `path`, or None if it is missing or unreadable in any way."""
     try:
         with open(path, "rb") as f:
@@ -57,7 +57,7 @@ def _read_json(path: str):
 
 def read_summary(tdir: str) -> dict | None:
     """The trial's summary, or None when it has none or it is damaged (see the module doc)."""
-    s = _read_json(os.path.join(tdir, SUMMARY))
+    s = read_json(os.path.join(tdir, SUMMARY))
     return s if isinstance(s, dict) else None
 
 
@@ -154,7 +154,7 @@ def read_plan(workdir: str) -> dict:
     if not os.path.exists(path):
         raise UserError(f"{workdir!r} is not a sweep directory (no {PLAN}); "
                         f"run `scaling sweep --workdir {workdir}` first")
-    plan = _read_json(path)
+    plan = read_json(path)
     if not (isinstance(plan, dict) and isinstance(plan.get("trials"), list)):
         raise UserError(f"{path} is damaged (not a sweep plan); delete it and rerun "
                         f"`scaling sweep --workdir {workdir}` with the same experiment")
@@ -266,7 +266,7 @@ def repair_config(tdir: str) -> bool:
     the trainer writes it afresh from the plan's resolved config instead of failing the trial
     forever. Call under the trial's lock. Returns whether it moved one."""
     path = os.path.join(tdir, "config.json")
-    if not os.path.lexists(path) or isinstance(_read_json(path), dict):
+    if not os.path.lexists(path) or isinstance(read_json(path), dict):
         return False
     os.replace(path, path + ".damaged")
     return True
@@ -283,7 +283,7 @@ def planned_steps(tdir: str, summary: dict | None = None) -> int:
     """Steps the trial trains for: from its summary, else its config.json, else 0 (unknown)."""
     if summary and isinstance(summary.get("steps"), int):
         return summary["steps"]
-    cfg = _read_json(os.path.join(tdir, "config.json"))
+    cfg = read_json(os.path.join(tdir, "config.json"))
     try:
         return int(cfg["train"]["steps"])
     except (TypeError, KeyError, ValueError):

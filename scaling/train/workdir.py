@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any, Iterator
 
-from scaling.config import ConfigDict, default_config, to_json
+from scaling.config import ConfigDict, default_config, flatten as _flat, to_json
 from scaling.errors import UserError
 
 # Keys (exact, or a prefix ending in ".") that may change when a run resumes. Not
@@ -25,16 +25,6 @@ RESUMABLE = ("train.lr", "train.nan_policy", "train.spike_sigmas", "log.", "chec
 # Write errors that mean "the disk cannot take it", not a bug: one line, exit 1.
 DISK_ERRORS = {errno.ENOSPC: "free space", errno.EDQUOT: "free space (disk quota exceeded)",
                errno.EROFS: "make it writable"}
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, prefix + k + "."))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def resumable(key: str) -> bool:
