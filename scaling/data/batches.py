@@ -241,6 +241,8 @@ class TokenBatches:
         self.shuffle = self.split == d.train_split and split != "validation"
         self.seq_len, self.batch_size, self.seed = t.seq_len, t.batch_size, t.seed
         self.vocab_size = tokenizer.vocab_size
+        # bytes of text per token id: a batch's bytes = token_bytes_V[targets].sum() (bits per byte)
+        self.token_bytes_V = tokenizer.token_byte_lengths()
         self.local_batch_size = t.batch_size // process_count
         self._rows = slice(process_index * self.local_batch_size,
                            (process_index + 1) * self.local_batch_size)
