@@ -58,7 +58,7 @@ def test_fit_on_val_bpb_column(tmp_path, capsys):
     fits = {}
     for col in ("val_loss", "val_bpb"):
         assert cli_main(["fit", "chinchilla", str(path), "--loss-col", col, "--grid", "small",
-                         "--json"]) == 0
+                         "--n-col", "params_non_embedding", "--bootstrap", "0", "--json"]) == 0
         fits[col] = json.loads(capsys.readouterr().out)
     assert fits["val_bpb"]["loss_col"] == "val_bpb"
     assert fits["val_bpb"]["E"] == pytest.approx(fits["val_loss"]["E"] / math.log(2), rel=1e-3)
