@@ -106,6 +106,9 @@ def default_config() -> ConfigDict:
         nan_policy="abort",    # non-finite loss/grads: abort (naming the step) | skip the update
         spike_window=0,        # > 0: also skip updates whose loss > mean + spike_sigmas*std
         spike_sigmas=6.0,      #      of the last spike_window accepted losses
+        loss_chunk=-1,         # cross-entropy over this many positions at a time, never the
+                               # whole [B, T, V] logits (scaling/train/loss.py); 0 = unchunked,
+                               # -1 = auto: 128 when model.vocab_size >= 8192, else unchunked
     ))
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, pipeline=1))  # -1 = fill the devices
     c.pipeline = ConfigDict(dict(microbatches=0))     # GPipe microbatches; 0 = mesh.pipeline
@@ -503,6 +506,8 @@ def validate(cfg: ConfigDict) -> None:
     tokenizer_spec(cfg.data.tokenizer)
     _check(t.steps > 0 or t.tokens > 0, "set train.steps > 0 or a token budget train.tokens > 0")
     _check(t.spike_window >= 0, f"train.spike_window must be >= 0, got {t.spike_window}")
+    _check(t.loss_chunk >= -1, f"train.loss_chunk must be >= 0 (0 = unchunked) or -1 (auto), "
+                               f"got {t.loss_chunk}")
     _check(m.d_model % m.n_heads == 0,
            f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
            f"pick n_heads dividing d_model")

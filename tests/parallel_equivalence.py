@@ -4,7 +4,7 @@
         python tests/parallel_equivalence.py OUT_DIR MESHES_JSON [STEPS]
 
 MESHES_JSON is a list of {"name", ["data", "fsdp", "tensor", "pipeline", "microbatches",
-"devices"]}: missing axes are 1 except data, which fills the devices (-1, as in the config);
+"loss_chunk", "devices"]}: missing axes are 1 except data, which fills the devices (-1, as in the config);
 "devices" (default: all) takes the first n devices, e.g. 1 for the single-device reference. Writes OUT_DIR/results.json
 ({name: {"losses", "specs", "mesh", "seconds"}}) and OUT_DIR/params_<name>.npz. Batches are random tokens
 keyed by step, so every mesh sees the same data without building a corpus. Used by
@@ -33,6 +33,7 @@ def equivalence_config(mesh: dict):
     c.mesh.update({a: mesh.get(a, -1 if a == "data" else 1)
                    for a in ("data", "fsdp", "tensor", "pipeline")})
     c.pipeline.microbatches = mesh.get("microbatches", 0)
+    c.train.loss_chunk = mesh.get("loss_chunk", -1)
     return resolve(c)
 
 

@@ -30,6 +30,9 @@ MESHES = [
     {"name": "data2_tensor2_pipe2", "data": 2, "tensor": 2, "pipeline": 2},
     {"name": "data2_pipe4_micro8", "pipeline": 4, "microbatches": 8},  # data fills: 2
     {"name": "fsdp2_tensor2_pipe2", "fsdp": 2, "tensor": 2, "pipeline": 2},
+    # chunked cross-entropy (12 positions, T = 32: padded) after the last pipeline stage
+    {"name": "fsdp2_tensor2_pipe2_chunk12", "fsdp": 2, "tensor": 2, "pipeline": 2,
+     "loss_chunk": 12},
 ]
 
 

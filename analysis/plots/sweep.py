@@ -18,6 +18,9 @@ from analysis.load import completed, default_loss_col, require_columns
 from analysis.plots.style import colors as _colors
 from analysis.plots.style import paper_style, plt, save_figure, si_label
 
+LOSS_LABELS = {"val_loss": "validation loss (nats/token)", "loss": "training loss (nats/token)",
+               "val_bpb": "validation bits per byte", "bpb": "training bits per byte"}
+
 __all__ = ["plot_sweep", "paper_style", "save_figure", "si_label", "frontier_in_table_flops"]
 
 def _round_sig(x, sig=3):
@@ -70,7 +73,7 @@ def plot_sweep(df: pd.DataFrame, outdir: str | os.PathLike, fit: dict | None = N
     df = df[np.isfinite(df[loss_col].astype(float)) & (df[loss_col].astype(float) > 0)]
     if df.empty:
         raise AnalysisInputError(f"no finished trials with a finite {loss_col!r}; run the sweep first")
-    ylabel = "validation loss (nats/token)" if loss_col == "val_loss" else "training loss (nats/token)"
+    ylabel = LOSS_LABELS.get(loss_col, loss_col)
     paths: list[str] = []
 
     with paper_style():

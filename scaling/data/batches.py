@@ -50,7 +50,7 @@ class TokenBatches:
         self.seq_len, self.batch_size, self.seed = t.seq_len, t.batch_size, t.seed
         self.vocab_size = tokenizer.vocab_size
         self.tokenizer = tokenizer
-        # UTF-8 bytes each id stands for (EOS 1): bits per byte = loss * tokens / bytes / ln 2
+        # bytes of text per token id: a batch's bytes = token_bytes_V[targets].sum() (bits per byte)
         self.token_bytes_V = tokenizer.token_byte_lengths()
         self.local_batch_size = t.batch_size // process_count
         self._rows = slice(process_index * self.local_batch_size,

@@ -24,7 +24,7 @@ from scaling.sweeps import launchers, store
 from scaling.sweeps.plan import Trial, expand, plan_record, same_result
 
 RESULT_COLUMNS = ["trial_id", "params_total", "params_non_embedding", "tokens", "flops", "loss",
-                  "val_loss", "val_ppl", "wall_s", "status"]
+                  "val_loss", "val_ppl", "val_bpb", "wall_s", "status"]
 
 
 def _spent(t: dict, s: dict, trunks: set) -> dict:
@@ -54,7 +54,7 @@ def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
             row[col] = s.get(col, math.nan)
         row.update({k: s.get(k, math.nan) for k in (
             "steps", "warmup_steps", "tokens_per_param", "tokens_per_param_ne", "epochs",
-            "val_loss_se", "tokens_per_s", "mfu")})
+            "val_loss_se", "bpb", "tokens_per_s", "mfu")})
         row.update(_spent(t, s, trunks))
         row["error"] = s.get("error", "")
         row.update(eval_columns(tdir))  # task metrics (scaling/evals), if the trial has eval.jsonl

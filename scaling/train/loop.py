@@ -7,12 +7,14 @@ evaluations (`eval.tasks`) are the caller's: `scaling.evals.trained.evaluate_tra
 
 metrics.jsonl lines:
   - train (every `log.every` steps and the last): `loss` is the MEAN of the finite per-step
-    losses since the previous train line (its window), accumulated on device; `lr` and
+    losses since the previous train line (its window), accumulated on device; `bpb` its bits
+    per UTF-8 byte (the window's nats / its targets' bytes / ln 2; bytes per token id from
+    `TokenBatches.token_bytes_V`; a mixture's task rows count like corpus rows); `lr` and
     `grad_norm` are the window's last step's; `epochs` = tokens so far / train-split tokens.
   - val (`split: "val"`, every `eval.every` steps and at the end): `val_loss` over a fixed
     sample of `eval.batches` batches spread evenly over the whole validation split
     (`TokenBatches.spread_batch`), and `val_loss_se`, its standard error (sample std of the
-    per-sequence losses / sqrt(number of sequences)).
+    per-sequence losses / sqrt(number of sequences)); `val_bpb`, bits per byte of that sample.
   - config_change (`event: "config_change"`, at the resume step): resume-compatible config
     fields changed on resume (`scaling.train.workdir.RESUMABLE`), as {key: [old, new]}.
 The data order is a pure function of (seed, step), so a restored step is all the iterator needs.
@@ -25,6 +27,7 @@ read-only disk as one line (`workdir.disk_errors`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -97,26 +100,42 @@ def _workdir_lock(workdir: str, is_main: bool):
 
 # ---------------------------------------------------------------------------- the logging window
 
-@jax.jit
-def _accumulate(acc: dict, loss: jax.Array) -> dict:
-    """Add one step's loss to the window's (sum, count) of finite losses, on device."""
+LN2 = math.log(2)
+
+
+def bits_per_byte(loss: float, bytes_per_token: float) -> float:
+    """Nats per token -> bits per UTF-8 byte of text (loss * tokens / bytes / ln 2)."""
+    return loss / bytes_per_token / LN2
+
+
+def _batch_bytes(tokens_BT1: jax.Array, bytes_V: jax.Array) -> jax.Array:
+    """Bytes of text the batch's targets stand for (`TokenBatches.token_bytes_V`), int32."""
+    return bytes_V[tokens_BT1[:, 1:]].sum()
+
+
+def _accumulate(acc: dict, loss: jax.Array, tokens_BT1: jax.Array, bytes_V: jax.Array) -> dict:
+    """Add one step's loss and target bytes per token to the window's sums over its finite
+    steps, and count them, on device."""
     finite = jnp.isfinite(loss)
+    bpt = _batch_bytes(tokens_BT1, bytes_V).astype(jnp.float32) / tokens_BT1[:, 1:].size
     return {"sum": acc["sum"] + jnp.where(finite, loss, 0.0),
-            "n": acc["n"] + finite.astype(jnp.int32)}
+            "n": acc["n"] + finite.astype(jnp.int32),
+            "bpt": acc["bpt"] + jnp.where(finite, bpt, 0.0)}
 
 
 class _Window:
-    """The steps since the last train line: their loss sum (on device) and their timing.
+    """The steps since the last train line: their loss and bytes-per-token sums (on device,
+    `accumulate` = a jitted `_accumulate` with the byte table bound) and their timing.
 
     The first step of a process compiles, so the clock starts at its end; `timed` counts the
     steps after that (and after any validation pause) whose time is measured."""
 
-    def __init__(self, zero: dict):
-        self.zero, self.acc = zero, zero
+    def __init__(self, zero: dict, accumulate: Callable):
+        self.zero, self.acc, self.accumulate = zero, zero, accumulate
         self.t0, self.timed = None, 0
 
-    def add(self, metrics: dict) -> None:
-        self.acc = _accumulate(self.acc, metrics["loss"])
+    def add(self, metrics: dict, tokens_BT1: jax.Array) -> None:
+        self.acc = self.accumulate(self.acc, metrics["loss"], tokens_BT1)
         if self.t0 is None:
             jax.block_until_ready(metrics)
             self.restart_clock()
@@ -126,14 +145,18 @@ class _Window:
     def restart_clock(self) -> None:
         self.t0, self.timed = time.perf_counter(), 0
 
-    def close(self, metrics: dict) -> tuple[dict, float, float, int]:
-        """(last metrics, mean finite loss, seconds, timed steps); starts the next window."""
+    def close(self, metrics: dict) -> tuple[dict, float, float, float, int]:
+        """(last metrics, mean finite loss, its bits per byte, seconds, timed steps); starts
+        the next window."""
         m, acc = jax.device_get((metrics, self.acc))  # the only host sync in the loop
-        loss = float(acc["sum"]) / int(acc["n"]) if int(acc["n"]) else float("nan")
+        n = int(acc["n"])
+        loss = float(acc["sum"]) / n if n else float("nan")
+        # mean loss / mean bytes per token = the window's nats / its bytes (equal-sized steps)
+        bpb = bits_per_byte(loss, float(acc["bpt"]) / n) if n else float("nan")
         secs, timed = time.perf_counter() - self.t0, self.timed
         self.acc = self.zero
         self.restart_clock()
-        return m, loss, secs, timed
+        return m, loss, bpb, secs, timed
 
 
 # ---------------------------------------------------------------------------- the run
@@ -166,6 +189,7 @@ class _Run:
         # One epoch = every training window once (TokenBatches cuts the split into windows).
         self.epoch_tokens = self.train_data.num_windows * self.train_data.seq_len
         self.desc = counting.describe(cfg)
+        self._bytes_setup()
         self.peak, self.peak_source = peak_flops(cfg.model.dtype)
         # JSON lines are the source of truth; scaling/train/sinks.py mirrors them (TB, W&B).
         self.log = sinks.attach(JsonlWriter(os.path.join(workdir, "metrics.jsonl")), cfg, workdir)
@@ -185,6 +209,19 @@ class _Run:
         self.saved_step, self.saved_at = (self.start if restored else None), time.monotonic()
         # nan_policy=skip bookkeeping: (step, skipped total) at the last train line, streak.
         self.skips = (self.start, int(jax.device_get(self.state["guard"]["skipped"])), 0)
+
+    def _bytes_setup(self) -> None:
+        """The byte table on device, the jitted window accumulator, and the bytes per token of
+        the fixed validation sample (for bits per byte; global over processes)."""
+        repl = self.trainer.replicated
+        self.bytes_V = jax.device_put(self.train_data.token_bytes_V.astype(np.int32), repl)
+        self.accumulate = functools.partial(jax.jit(_accumulate, out_shardings=repl),
+                                            bytes_V=self.bytes_V)
+        count = jax.jit(_batch_bytes, out_shardings=repl)
+        val_bytes = sum(int(count(self.trainer.global_batch(b), self.bytes_V))
+                        for b in self.val_batches)
+        val_tokens = len(self.val_batches) * self.cfg.train.batch_size * self.cfg.train.seq_len
+        self.val_bytes_per_token = val_bytes / val_tokens
 
     def wall_s(self) -> float:
         return self.prior_wall + time.perf_counter() - self.t_start
@@ -252,7 +289,7 @@ class _Run:
         se = float(per_seq.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
         row = {"step": step, "split": "val", "tokens": step * self.tokens_per_step,
                "val_loss": val_loss, "val_loss_se": se, "val_ppl": math.exp(min(val_loss, 50.0)),
-               "val_sequences": n}
+               "val_bpb": bits_per_byte(val_loss, self.val_bytes_per_token), "val_sequences": n}
         if self.is_main:
             self.log.write(row)
         self.val_row = row
@@ -260,13 +297,13 @@ class _Run:
 
     def log_train(self, step: int, metrics: dict, window: _Window, verbose: bool) -> None:
         """Close the logging window into one train line."""
-        m, loss, secs, timed = window.close(metrics)
+        m, loss, bpb, secs, timed = window.close(metrics)
         self.check_finite(int(m["bad_step"]))
         tokens = step * self.tokens_per_step
         tps = timed * self.tokens_per_step / secs if timed else float("nan")
         fpt = self.desc["flops_per_token"]
         row = {"step": step, "tokens": tokens, "epochs": tokens / self.epoch_tokens,
-               "loss": loss, "ppl": math.exp(min(loss, 50.0)), "lr": float(m["lr"]),
+               "loss": loss, "ppl": math.exp(min(loss, 50.0)), "bpb": bpb, "lr": float(m["lr"]),
                "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps,
                "mfu": tps * fpt / self.peak if timed else float("nan")}
         if self.cfg.train.nan_policy == "skip" or self.cfg.train.spike_window > 0:
@@ -284,12 +321,13 @@ class _Run:
         """Steps start+1 .. steps: train lines, periodic validation and checkpoints; a stop
         signal saves the step just finished and ends the run (`TrainingStopped`)."""
         cfg, steps = self.cfg, self.cfg.train.steps
-        zero = jax.device_put({"sum": np.float32(0), "n": np.int32(0)}, self.trainer.replicated)
-        window = _Window(zero)
+        zero = jax.device_put({"sum": np.float32(0), "n": np.int32(0), "bpt": np.float32(0)},
+                              self.trainer.replicated)
+        window = _Window(zero, self.accumulate)
         for step in range(self.start + 1, steps + 1):
             batch = self.trainer.global_batch(self.train_data.batch(step - 1))
             self.state, metrics = self.trainer.step(self.state, batch)
-            window.add(metrics)
+            window.add(metrics, batch)
             if step % cfg.log.every == 0 or step == steps:
                 self.log_train(step, metrics, window, verbose)
             if cfg.eval.every and step % cfg.eval.every == 0 and step != steps:
@@ -349,9 +387,10 @@ class _Run:
             "tokens_per_param": tokens / desc["params_total"],
             "tokens_per_param_ne": tokens / desc["params_non_embedding"],
             "epochs": tokens / self.epoch_tokens, "train_split_tokens": self.epoch_tokens,
-            "loss": last["loss"], "ppl": last["ppl"],
+            "loss": last["loss"], "ppl": last["ppl"], "bpb": last.get("bpb", math.nan),
             "val_loss": val["val_loss"], "val_loss_se": val["val_loss_se"],
-            "val_ppl": val["val_ppl"], "val_sequences": val["val_sequences"],
+            "val_ppl": val["val_ppl"], "val_bpb": val["val_bpb"],
+            "val_sequences": val["val_sequences"],
             "tokens_per_s": last["tokens_per_s"], "mfu": last["mfu"],
             "peak_flops": self.peak, "peak_source": self.peak_source,
             "wall_s": self.wall_s(),

@@ -17,6 +17,7 @@ from scaling.config import ConfigDict
 from scaling.model.transformer import Transformer, abstract_model
 from scaling.parallel import gpipe as pipeline
 from scaling.parallel import mesh as mesh_lib
+from scaling.train.loss import loss_chunk, token_cross_entropy
 from scaling.train.optim import make_optimizer, optimizer_hparams
 
 
@@ -26,6 +27,7 @@ class Trainer:
     def __init__(self, cfg: ConfigDict, mesh: jax.sharding.Mesh):
         self.cfg, self.mesh = cfg, mesh
         self.tx, self.schedule = make_optimizer(cfg.train)
+        self.loss_chunk = loss_chunk(cfg)
         self.graphdef, abstract_params = nnx.split(abstract_model(cfg.model), nnx.Param)
         logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
         abstract = nnx.to_pure_dict(abstract_params)
@@ -67,16 +69,17 @@ class Trainer:
                 "hist": jnp.zeros((max(self.cfg.train.spike_window, 1),), jnp.float32)}
 
     def _token_losses(self, params, tokens_BT1) -> jax.Array:
-        """Next-token cross-entropy of every position: [B, T] float32."""
+        """Next-token cross-entropy of every position: [B, T] float32 (scaling/train/loss.py;
+        in chunks of `train.loss_chunk` positions, never the whole [B, T, V] logits)."""
         model = nnx.merge(self.graphdef, params)
+        x_BTD = model.embed_inputs(tokens_BT1[:, :-1])
         n_stages = self.mesh.shape["pipeline"]
         if n_stages == 1:
-            logits_BTV = model(tokens_BT1[:, :-1])
-        else:  # embed -> GPipe over the stacked blocks -> final norm/head
-            x_BTD = pipeline.run_blocks(model.blocks, model.embed_inputs(tokens_BT1[:, :-1]),
-                                        n_stages, pipeline.num_microbatches(self.cfg), self.mesh)
-            logits_BTV = model.logits(x_BTD)
-        return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:])
+            x_BTD = model.run_blocks(x_BTD)
+        else:  # GPipe over the stacked blocks; the loss runs after the last stage
+            x_BTD = pipeline.run_blocks(model.blocks, x_BTD, n_stages,
+                                        pipeline.num_microbatches(self.cfg), self.mesh)
+        return token_cross_entropy(model.logits, x_BTD, tokens_BT1[:, 1:], self.loss_chunk)
 
     def _loss(self, params, tokens_BT1) -> jax.Array:
         """Mean next-token cross-entropy over the batch (the training objective)."""

@@ -1,7 +1,7 @@
 """A run's workdir before and around training: config compatibility, creation, disk errors.
 
 Resuming a workdir with a changed config: only fields that do not change what the saved state
-means may change (`RESUMABLE`): the peak lr, the non-finite/spike policy, logging, checkpointing,
+means may change (`RESUMABLE`): the peak lr, the non-finite/spike policy, the loss chunk, logging, checkpointing,
 validation frequency, the name, the mesh and the process layout. `check_workdir` returns those
 changes (the trainer records them in metrics.jsonl and summary.json); any other change is refused,
 naming the first differing key.
@@ -19,8 +19,8 @@ from scaling.errors import UserError
 
 # Keys (exact, or a prefix ending in ".") that may change when a run resumes. Not
 # train.spike_window: it sizes the loss history held in the train state.
-RESUMABLE = ("train.lr", "train.nan_policy", "train.spike_sigmas", "log.", "checkpoint.",
-             "eval.every", "name", "mesh.", "distributed.")
+RESUMABLE = ("train.lr", "train.nan_policy", "train.spike_sigmas", "train.loss_chunk", "log.",
+             "checkpoint.", "eval.every", "name", "mesh.", "distributed.")
 
 # Write errors that mean "the disk cannot take it", not a bug: one line, exit 1.
 DISK_ERRORS = {errno.ENOSPC: "free space", errno.EDQUOT: "free space (disk quota exceeded)",
