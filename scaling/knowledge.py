@@ -15,6 +15,7 @@ no stemming; it is imported on first use, so config checks stay light.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,7 @@ class KnowledgeBase:
     @functools.cached_property
     def _index(self):
         import bm25s  # heavy import only where retrieval runs
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # its DEBUG lines reach stderr
         index = bm25s.BM25()
         index.index(bm25s.tokenize(self.passages, stopwords="en", show_progress=False),
                     show_progress=False)

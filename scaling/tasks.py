@@ -425,16 +425,16 @@ class Facts(Task):
         return self.kb.passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])
 
     def train_text(self, rng, n_chars):
-        """40% passages (any entity), 30% closed-book Q/A, 30% Context + Q/A (train facts)."""
+        """35% passages (any entity), 25% closed-book Q/A, 40% Context + Q/A (train facts)."""
         parts, size = [], 0
         while size < n_chars:
             r = rng.random()
-            if r < 0.4:
+            if r < 0.35:
                 text = self._passage(rng, int(rng.integers(len(self.kb.names)))) + "\n"
             else:
                 ex = self.sample(rng, "train")
                 text = "".join(self.format(ex))
-                if r >= 0.7:
+                if r >= 0.6:
                     text = f"Context: {self._passage(rng, self.entity(ex))}\n" + text
             parts.append(text)
             size += len(text)

@@ -121,3 +121,22 @@ def test_eval_jsonl_has_generation_and_retrieval_columns(tmp_path):
     assert cols["eval/facts/retrieved/recall@1@k0"] == 1.0
     bad = run_cli("eval", "--workdir", str(tmp_path), "--config.eval.tasks=facts(entities=0)")
     assert bad.returncode == 2 and "entities" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_retrieval_chart_reads_results_only(tmp_path):
+    """analysis.retrieval: frame from results.parquet columns, chart files, one-line errors."""
+    import pandas as pd
+    from analysis import retrieval
+    from analysis.errors import AnalysisInputError
+    df = pd.DataFrame({"status": "done", "params_non_embedding": [8e4, 1e4, 3e4],
+                       "eval/facts/direct/exact_match@k0": [0.3, 0.05, 0.1],
+                       "eval/facts/retrieved/exact_match@k0": [0.9, 0.4, 0.7],
+                       "eval/facts/retrieved/recall@1@k0": [1.0, 1.0, 1.0]})
+    df.to_parquet(tmp_path / "results.parquet")
+    paths, frame = retrieval.plot_sweep_retrieval(str(tmp_path))
+    assert list(frame["N"]) == [1e4, 3e4, 8e4]
+    assert frame["gap"].tolist() == pytest.approx([0.35, 0.6, 0.6])
+    assert all((tmp_path / "plots" / f"retrieval.{x}").exists() for x in ("png", "pdf"))
+    with pytest.raises(AnalysisInputError, match="retrieved/exact_match"):
+        retrieval.retrieval_frame(df.drop(columns="eval/facts/retrieved/exact_match@k0"))
+    assert retrieval.main([str(tmp_path / "nope")]) == 2
