@@ -167,26 +167,28 @@ def _warn_plan(trials) -> None:
 def cmd_eval(args) -> int:
     """Task evaluations of a trained run (its config.json + latest checkpoint) -> eval.jsonl."""
     setup_jax()
-    from scaling.config import apply_overrides, parse_overrides, validate
+    from scaling.config import apply_overrides, from_json_file, parse_overrides, validate
     from scaling.train.checkpoint import load_trained
     from scaling.evals.run import run_and_write
-    if not os.path.isfile(os.path.join(args.workdir, "config.json")):
+    config_path = os.path.join(args.workdir, "config.json")
+    if not os.path.isfile(config_path):
         raise UserError(f"{args.workdir!r} holds no trained run (no config.json); pass a trial dir")
     overrides = parse_overrides(args.overrides)
     bad = [k for k in overrides if not k.startswith("eval.")]
     if bad:
         raise UserError(f"scaling eval takes only --config.eval.* overrides, got {bad[0]!r}")
-    try:
-        cfg, model = load_trained(args.workdir)
-    except FileNotFoundError as e:
-        raise UserError(f"{e}: train the run first") from e
+    cfg = from_json_file(config_path)
     apply_overrides(cfg, overrides)
     if not cfg.eval.tasks:  # the run names no tasks: the default suite, flags still win
         apply_overrides(cfg, {f"eval.{k}": v for k, v in DEFAULT_SUITE.items()
                               if k == "tasks" or f"eval.{k}" not in overrides})
         print(f"eval: the run sets no eval.tasks; default suite {cfg.eval.tasks} "
               f"(shots {cfg.eval.shots}, {cfg.eval.examples} examples)")
-    validate(cfg)
+    validate(cfg)  # before the restore: a bad eval.* flag is one line, and nothing is loaded
+    try:
+        _, model = load_trained(args.workdir)  # its config is config.json: `cfg` less the flags
+    except FileNotFoundError as e:
+        raise UserError(f"{e}: train the run first") from e
     secs = run_and_write(cfg, model, args.workdir, log=print)
     print(f"eval: {secs:.1f}s -> {os.path.join(args.workdir, 'eval.jsonl')}")
     return 0

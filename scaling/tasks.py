@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from scaling.errors import UserError
+from scaling.knowledge import ATTRIBUTES, MAX_ENTITIES, knowledge_base
 
 EVAL_EVERY = 5          # 1 in 5 keys is held out for evaluation
 SPLITS = ("train", "eval")
@@ -78,6 +79,13 @@ class Task:
     few_shot = True         # False: evaluated at 0 shots only
     max_new_tokens = 16     # generation budget for an answer (cot: `cot_new_tokens`)
     cot_new_tokens = 48
+    from_corpus = False     # True: examples come from the corpus (no pretraining text of its own)
+    free_form = False       # True: also scored by ROUGE-L, BLEU and token F1 (scaling/evals/generation.py)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """Evaluation modes: "direct", plus "cot" for tasks with a rationale."""
+        return ("direct", "cot") if self.has_rationale else ("direct",)
 
     def draw(self, rng: np.random.Generator) -> Example:
         raise NotImplementedError
@@ -125,6 +133,14 @@ class Task:
         demos = "".join("".join(self.format(self.sample(rng, "train"), cot)) for _ in range(k))
         prompt, target = self.format(query, cot)
         return demos + prompt, target, query
+
+    def mode_episode(self, seed: int, index: int, k: int, mode: str) -> tuple[str, str, Example]:
+        """`episode` in evaluation mode `mode` (one of `modes`)."""
+        return self.episode(seed, index, k, cot=mode == "cot")
+
+    def mode_metrics(self, mode: str, queries: list[Example]) -> dict[str, float]:
+        """Extra metrics of a mode that depend on the queries only (e.g. retrieval recall)."""
+        return {}
 
     def train_text(self, rng: np.random.Generator, n_chars: int) -> str:
         """Pretraining text: train-split examples back to back, at least `n_chars` long.
@@ -267,6 +283,7 @@ class TextCompletion(Task):
     """
 
     few_shot = False
+    from_corpus = True
     chance = 0.0
     max_new_tokens = 16
 
@@ -306,10 +323,130 @@ class TextCompletion(Task):
         raise UserError("task 'text' is the corpus itself: mix the corpus in by its data.name")
 
 
+class VerseContinuation(Task):
+    """Continue a KJV verse (free-form): prompt = its first `prompt` words, reference = the
+    next `words` words. Scored by exact match and by ROUGE-L, BLEU and token F1 of the
+    completion's first `words` words (`free_form`).
+
+    Needs the verses: `verses(split)` returns the split's verse strings ("train" / "eval" =
+    the corpus' validation chapters, scaling.data.kjv.verses). Zero-shot only.
+    """
+
+    few_shot = False
+    free_form = True
+    from_corpus = True
+
+    def __init__(self, prompt: int = 6, words: int = 8,
+                 verses: Callable[[str], list[str]] | None = None):
+        for knob, v in (("prompt", prompt), ("words", words)):
+            if not 1 <= v <= 32:
+                raise UserError(f"verse: {knob} must be in [1, 32], got {v}")
+        self.n_prompt, self.words, self._verses = prompt, words, verses
+        self.name = "verse" if (prompt, words) == (6, 8) else f"verse{prompt}x{words}"
+        self.max_new_tokens = 8 * words + 8   # bytes: KJV words average under 5 letters
+
+    def sample(self, rng, split):
+        if self._verses is None:
+            raise UserError("task 'verse' needs the KJV verses: evaluate it through scaling.evals.run")
+        verses = self._verses(split)
+        for _ in range(10_000):
+            w = verses[int(rng.integers(len(verses)))].split()
+            if len(w) >= self.n_prompt + self.words:  # the reference is always `words` long
+                return Example(" ".join(w[:self.n_prompt]),
+                               " ".join(w[self.n_prompt:self.n_prompt + self.words]))
+        raise RuntimeError(f"no verse of {self.n_prompt + self.words}+ words")
+
+    def in_split(self, ex, split):
+        return True
+
+    def format(self, ex, cot=False):
+        return ex.question + " ", ex.answer + " "
+
+    def parse(self, completion):
+        return " ".join(completion.split()[:self.words])
+
+    def train_text(self, rng, n_chars):
+        raise UserError("task 'verse' is the KJV corpus itself: mix the corpus in by its data.name")
+
+
+class Facts(Task):
+    """Questions about a synthetic knowledge base (scaling/knowledge.py), closed-book or retrieved.
+
+    Pretraining text holds every entity's passage (so every fact, eval ones included, is in
+    the mixture), closed-book Q/A of train-split facts and retrieved-format Q/A of train-split
+    facts ("Context: <passage>" line, then the Q/A). The split is by (entity, attribute): an
+    eval question is never asked in pretraining, though its fact was stated there.
+    Modes: "direct" = closed-book (the answer must come from the parameters); "retrieved" =
+    the BM25 top-1 passage of the knowledge base prepended as a "Context:" line, and the
+    metrics recall@1 / recall@5 (gold passage among BM25's top k). Zero-shot.
+    """
+
+    few_shot = False
+    modes = ("direct", "retrieved")
+    max_new_tokens = 12
+
+    def __init__(self, entities: int = 200, kb: int = 0):
+        if not 2 <= entities <= MAX_ENTITIES:
+            raise UserError(f"facts: entities must be in [2, {MAX_ENTITIES}], got {entities}")
+        if kb < 0:
+            raise UserError(f"facts: kb (the knowledge base's seed) must be >= 0, got {kb}")
+        self.kb = knowledge_base(entities, kb)
+        self.name = "facts" if (entities, kb) == (200, 0) else f"facts{entities}kb{kb}"
+        self.chance = 1.0 / min(len(v) for _, _, v in ATTRIBUTES.values())
+        self._ids = {n: i for i, n in enumerate(self.kb.names)}
+        self._context: dict[str, str] = {}
+
+    def draw(self, rng):
+        i, a = int(rng.integers(len(self.kb.names))), list(ATTRIBUTES)[int(rng.integers(len(ATTRIBUTES)))]
+        return Example(self.kb.question(i, a), self.kb.values[i][a], key=f"{self.kb.names[i]}|{a}")
+
+    def entity(self, ex: Example) -> int:
+        return self._ids[ex.key.split("|")[0]]
+
+    def context(self, question: str) -> str:
+        """The "Context: <BM25 top-1 passage>" line for `question`."""
+        if question not in self._context:
+            self._context[question] = f"Context: {self.kb.passages[self.kb.retrieve([question])[0, 0]]}\n"
+        return self._context[question]
+
+    def mode_episode(self, seed, index, k, mode):
+        prompt, target, ex = self.episode(seed, index, k)
+        if mode == "retrieved":  # the context goes right before the query (after any demos)
+            query = self.format(ex)[0]
+            prompt = prompt[:-len(query)] + self.context(ex.question) + query
+        return prompt, target, ex
+
+    def mode_metrics(self, mode, queries):
+        if mode != "retrieved":
+            return {}
+        return self.kb.recall_at([q.question for q in queries], [self.entity(q) for q in queries])
+
+    def _passage(self, rng, i: int) -> str:
+        return self.kb.passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])
+
+    def train_text(self, rng, n_chars):
+        """35% passages (any entity), 25% closed-book Q/A, 40% Context + Q/A (train facts)."""
+        parts, size = [], 0
+        while size < n_chars:
+            r = rng.random()
+            if r < 0.35:
+                text = self._passage(rng, int(rng.integers(len(self.kb.names)))) + "\n"
+            else:
+                ex = self.sample(rng, "train")
+                text = "".join(self.format(ex))
+                if r >= 0.6:
+                    text = f"Context: {self._passage(rng, self.entity(ex))}\n" + text
+            parts.append(text)
+            size += len(text)
+        return "".join(parts)
+
+
 REGISTRY: dict[str, Callable[..., Task]] = {
     "addition": Addition, "modular": Modular, "copy": Copy, "icl_mapping": IclMapping,
-    "text": TextCompletion,
+    "text": TextCompletion, "verse": VerseContinuation, "facts": Facts,
 }
+# Constructor arguments a task takes from its caller's context (get_task(spec, **context)).
+CONTEXT_ARGS = {"text": ("documents",), "verse": ("verses",)}
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
@@ -332,7 +469,8 @@ def split_specs(text: str) -> list[str]:
 def get_task(spec: str, **context) -> Task:
     """A task from a spec "name" or "name(knob=int, ...)"; bad specs raise one-line UserErrors.
 
-    `context` passes extra constructor arguments some tasks need (text: documents=...).
+    `context` passes extra constructor arguments some tasks need (CONTEXT_ARGS: text takes
+    documents=..., verse takes verses=...); the others ignore it.
     """
     m = _SPEC.match(spec)
     if not m or m.group(1) not in REGISTRY:
@@ -345,8 +483,7 @@ def get_task(spec: str, **context) -> Task:
             raise UserError(f"task {spec!r}: knobs are key=int, got {item!r}")
         knobs[key.strip()] = int(val)
     factory = REGISTRY[m.group(1)]
-    if m.group(1) == "text":
-        knobs.update(context)
+    knobs.update({k: context[k] for k in CONTEXT_ARGS.get(m.group(1), ()) if k in context})
     try:
         return factory(**knobs)
     except TypeError as e:
@@ -390,9 +527,8 @@ def parse_mixture(text: str, corpus: str) -> dict[str, float]:
             raise UserError(f"data.mixture item {item!r}: weight must be >= 0")
         name = name.strip()
         if name != corpus:
-            get_task(name)  # raises on an unknown task or bad knob
-            if name.startswith("text"):
-                raise UserError(f"data.mixture: 'text' is the corpus; name it {corpus!r}")
+            if get_task(name).from_corpus:  # get_task raises on an unknown task or bad knob
+                raise UserError(f"data.mixture: {name!r} is the corpus itself; name it {corpus!r}")
         weights[name] = weights.get(name, 0.0) + weight
     total = sum(weights.values())
     if total <= 0:

@@ -9,7 +9,7 @@ from scaling.data.mixture import MixedBatches, parse_mixture
 from scaling.errors import UserError
 from scaling.tasks import REGISTRY, get_task, split_of
 
-SYNTHETIC = ["addition", "addition(digits=3)", "modular", "copy", "icl_mapping"]
+SYNTHETIC = ["addition", "addition(digits=3)", "modular", "copy", "icl_mapping", "facts"]
 
 
 @pytest.mark.parametrize("spec", SYNTHETIC)

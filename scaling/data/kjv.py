@@ -10,6 +10,7 @@ Splits: "validation" = every 20th chapter in canonical order (59 chapters), "tra
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -62,6 +63,29 @@ def read_chapters(path: str) -> list[tuple[str, int, str]]:
             chapters[-1][2].append(v["text"].strip())
     return [(book, ch, " ".join(verses)) for book, ch, verses in chapters]
 
+
+
+def verses(split: str) -> list[str]:
+    """The verses of a split ("train" or "validation", the same chapters as the corpus'
+    splits), in canonical order: the free-form `verse` task's examples (scaling/tasks.py)."""
+    if split not in ("train", "validation"):
+        raise UserError(f"kjv has splits train and validation, not {split!r}")
+    return _verses(split == "validation")
+
+
+@functools.lru_cache(maxsize=2)
+def _verses(validation: bool) -> list[str]:
+    chapters: list[list[str]] = []
+    with open(verified_kjv_path(), encoding="utf-8") as f:
+        last = None
+        for line in filter(str.strip, f):
+            v = json.loads(line)
+            if (v["book"], v["chapter"]) != last:
+                chapters.append([])
+                last = (v["book"], v["chapter"])
+            chapters[-1].append(v["text"].strip())
+    return [t for c, ch in enumerate(chapters)
+            if ((c + 1) % VALIDATION_EVERY == 0) == validation for t in ch]
 
 class Kjv(tfds.core.GeneratorBasedBuilder):
     """TFDS builder `kjv` (registered under that name when this module is imported)."""

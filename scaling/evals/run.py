@@ -1,8 +1,8 @@
 """Task evaluations of a trained model: k-shot, direct vs chain-of-thought, self-consistency.
 
 For each task in `eval.tasks`, each k in `eval.shots` (0 only for zero-shot tasks) and each mode
-("direct", plus "cot" for tasks with a rationale), `eval.examples` eval-split queries get k
-train-split demonstrations and are scored by
+(`task.modes`: "direct", plus "cot" for tasks with a rationale and "retrieved" for the fact
+task), `eval.examples` eval-split queries get k train-split demonstrations and are scored by
   - greedy decoding (scaling.decode.generate): `exact_match` of the parsed answer and the
     byte-level `edit_distance` between the parsed and the correct answer;
   - teacher forcing of the correct target: `logprob` (summed log p of its tokens),
@@ -25,9 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling.data import kjv
 from scaling.data.store import load_tokens
 from scaling.decode import generate, split_for_jit
 from scaling.errors import UserError
+from scaling.evals.generation import generation_metrics
 from scaling.fileio import atomic_write
 from scaling.tasks import Task, get_task, parse_shots, split_specs
 
@@ -100,16 +102,16 @@ def teacher_forced(model, prompts: list[list[int]], targets: list[list[int]]) ->
 
 # ---------------------------------------------------------------------------- one setting
 
-def _fit(model, task: Task, seed: int, index: int, k: int, cot: bool, max_new: int):
+def _fit(model, task: Task, seed: int, index: int, k: int, mode: str, max_new: int):
     """The episode with the most demos <= k that fits the context (learned positions)."""
     limit = model.cfg.max_len if model.cfg.pos == "learned" else 1 << 30
     for kk in range(k, -1, -1):
-        prompt, target, ex = task.episode(seed, index, kk, cot)
+        prompt, target, ex = task.mode_episode(seed, index, kk, mode)
         # generation needs prompt + max_new positions, teacher forcing prompt + target
         if len(_encode(prompt)) + max(max_new, len(_encode(target))) <= limit:
             return prompt, target, ex, kk
-    raise UserError(f"task {task.name}: a 0-shot prompt does not fit model.max_len="
-                    f"{model.cfg.max_len}")
+    raise UserError(f"task {task.name} ({mode}): a 0-shot prompt does not fit model.max_len="
+                    f"{model.cfg.max_len}; raise model.max_len")
 
 
 def _complete(model, prompts: list[list[int]], max_new: int, **sampling) -> list[str]:
@@ -130,9 +132,8 @@ def _complete(model, prompts: list[list[int]], max_new: int, **sampling) -> list
 
 def evaluate_setting(model, task: Task, e, k: int, mode: str, sc: bool) -> list[dict]:
     """Rows {metric, value} for one (task, k, mode); `e` is cfg.eval."""
-    cot = mode == "cot"
-    max_new = task.cot_new_tokens if cot else task.max_new_tokens
-    items = [_fit(model, task, e.seed, i, k, cot, max_new) for i in range(e.examples)]
+    max_new = task.cot_new_tokens if mode == "cot" else task.max_new_tokens
+    items = [_fit(model, task, e.seed, i, k, mode, max_new) for i in range(e.examples)]
     prompts = [_encode(p) for p, _, _, _ in items]
     truth = [ex.answer for _, _, ex, _ in items]
     greedy = [task.parse(c) for c in _complete(model, prompts, max_new)]
@@ -140,6 +141,9 @@ def evaluate_setting(model, task: Task, e, k: int, mode: str, sc: bool) -> list[
             "edit_distance": float(np.mean([edit_distance(g.encode(), t.encode())
                                             for g, t in zip(greedy, truth)])),
             "shots_used": float(np.mean([kk for *_, kk in items]))}
+    if task.free_form:
+        rows.update(generation_metrics(greedy, truth))
+    rows.update(task.mode_metrics(mode, [ex for _, _, ex, _ in items]))
     # Teacher forcing scores the answer itself (the target minus its end-of-line).
     rows.update(teacher_forced(model, prompts, [_encode(t.rstrip("\n ")) for _, t, _, _ in items]))
     if sc and e.sc_samples > 0:
@@ -161,11 +165,12 @@ def evaluate(cfg, model, *, log=print) -> list[dict]:
     sc_k = max(shots) if e.sc_shots < 0 else e.sc_shots
     role = {"train": cfg.data.train_split, "eval": cfg.data.val_split}
     documents = functools.lru_cache(None)(lambda split: load_tokens(cfg.data, role[split]))
+    verses = lambda split: kjv.verses({"train": "train", "eval": "validation"}[split])  # noqa: E731
     rows = []
     for spec in split_specs(e.tasks):
-        task = get_task(spec, documents=documents)
+        task = get_task(spec, documents=documents, verses=verses)
         for k in (shots if task.few_shot else [0]):
-            for mode in (("direct", "cot") if task.has_rationale else ("direct",)):
+            for mode in task.modes:
                 t0 = time.perf_counter()
                 new = evaluate_setting(model, task, e, k, mode, sc=(k == sc_k or not task.few_shot))
                 rows += new

@@ -1,0 +1,67 @@
+"""Retrieval vs parameters: closed-book vs retrieved accuracy by model size, and their gap.
+
+Reads a sweep's results table only (results.parquet, columns written by scaling's eval
+collector): `eval/<task>/direct/exact_match@k0` (closed-book), `eval/<task>/retrieved/
+exact_match@k0` and `eval/<task>/retrieved/recall@1@k0`, with `params_non_embedding` as size.
+
+    python -m analysis.retrieval SWEEP_DIR     # writes SWEEP_DIR/plots/retrieval.{png,pdf}
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import pandas as pd
+
+from analysis.errors import AnalysisInputError
+from analysis.load import completed, load_results
+from analysis.plots.retrieval import plot_retrieval
+from analysis.plots.style import save_figure
+from scaling.display import print_table
+
+__all__ = ["retrieval_frame", "plot_retrieval", "plot_sweep_retrieval"]
+
+
+def retrieval_frame(df: pd.DataFrame, task: str = "facts", metric: str = "exact_match",
+                    shots: int = 0) -> pd.DataFrame:
+    """Per trial, sorted by size: N, closed, retrieved, gap (= retrieved - closed), recall@1."""
+    cols = {"closed": f"eval/{task}/direct/{metric}@k{shots}",
+            "retrieved": f"eval/{task}/retrieved/{metric}@k{shots}",
+            "recall@1": f"eval/{task}/retrieved/recall@1@k{shots}"}
+    missing = [c for c in (*cols.values(), "params_non_embedding") if c not in df]
+    if missing:
+        raise AnalysisInputError(f"no column {missing[0]!r}: evaluate the sweep's trials on task "
+                                 f"{task!r} (eval.tasks={task}, e.g. experiments/retrieval.py)")
+    out = pd.DataFrame({"N": df["params_non_embedding"],
+                        **{k: df[c] for k, c in cols.items()}}).dropna()
+    if out.empty:
+        raise AnalysisInputError(f"no finished trial has {task!r} closed-book and retrieved scores")
+    out["gap"] = out["retrieved"] - out["closed"]
+    return out.sort_values("N").reset_index(drop=True)
+
+
+def plot_sweep_retrieval(sweep_dir, outdir=None, task: str = "facts") -> tuple[list[str], pd.DataFrame]:
+    """The retrieval chart of a sweep into `outdir` (default SWEEP_DIR/plots): (paths, frame)."""
+    frame = retrieval_frame(completed(load_results(sweep_dir)), task)
+    fig = plot_retrieval(frame, title=f"{task}: closed-book vs BM25-retrieved")
+    return save_figure(fig, outdir or os.path.join(sweep_dir, "plots"), "retrieval"), frame
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m analysis.retrieval SWEEP_DIR", file=sys.stderr)
+        return 2
+    try:
+        paths, frame = plot_sweep_retrieval(argv[0])
+    except AnalysisInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"plot: {p}")
+    print_table(frame, fmt=".3g")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

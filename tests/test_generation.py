@@ -1,0 +1,142 @@
+"""Generation metrics (ROUGE-L, BLEU, token F1), the fact task's knowledge base and BM25
+retrieval, and their columns in eval.jsonl / results.parquet."""
+import json
+
+import numpy as np
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from conftest import run_cli, tiny_config
+from scaling.config import resolve
+from scaling.errors import UserError
+from scaling.evals import generation as gen
+from scaling.knowledge import ATTRIBUTES, knowledge_base
+from scaling.tasks import get_task, parse_mixture
+
+PAIRS = [("the cat sat on the mat", "the cat is on the mat"),
+         ("And God said, Let there be light", "And God said Let there be light and there was light"),
+         ("in the beginning", "the heaven and the earth"),
+         ("unto the LORD thy God", "unto the Lord thy God")]
+
+
+def test_rouge_l_and_bleu_equal_the_libraries():
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    for pred, ref in PAIRS:
+        assert gen.rouge_l(pred, ref) == pytest.approx(scorer.score(ref, pred)["rougeL"].fmeasure)
+    preds, refs = [p for p, _ in PAIRS], [r for _, r in PAIRS]
+    assert gen.bleu(preds, refs) == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score)
+    # Hand-checkable: identical strings, disjoint strings, and an LCS by hand.
+    s = "and the earth was without form and void"
+    assert gen.rouge_l(s, s) == pytest.approx(1.0) and gen.bleu([s], [s]) == pytest.approx(100.0)
+    assert gen.rouge_l("alpha beta", "gamma delta") == 0.0
+    assert gen.bleu(["alpha beta gamma delta"], ["one two three four"]) == 0.0
+    # LCS("a b c d", "a c d e") = "a c d": P = R = 3/4, F = 3/4
+    assert gen.rouge_l("a b c d", "a c d e") == pytest.approx(0.75)
+
+
+def test_token_f1_squad_rules():
+    assert gen.token_f1("The Cat!", "cat") == 1.0                  # case, punctuation, articles
+    assert gen.token_f1("red blue", "blue green yellow") == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    assert gen.token_f1("x", "y") == 0.0 and gen.token_f1("", "") == 1.0 and gen.token_f1("a", "b") == 0.0
+    m = gen.generation_metrics(["a b c d", "x"], ["a c d e", "x"])
+    # ROUGE keeps "a" (LCS a c d: F = 3/4); SQuAD F1 drops it as an article (b c d vs c d e: 2/3)
+    assert m["rouge_l"] == pytest.approx((0.75 + 1.0) / 2) and m["token_f1"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_knowledge_base_is_deterministic():
+    a, b = knowledge_base(120, 7), knowledge_base.__wrapped__(120, 7)   # the cache bypassed
+    assert a.names == b.names and a.values == b.values and a.passages == b.passages
+    assert len(set(a.names)) == 120
+    c = knowledge_base.__wrapped__(120, 8)
+    assert c.names != a.names
+    task = get_task("facts(entities=120,kb=7)")
+    assert task.examples(0, "eval", 20) == get_task("facts(entities=120,kb=7)").examples(0, "eval", 20)
+    for ex in task.examples(0, "train", 40):                      # the answer is the KB's value
+        name, attr = ex.key.split("|")
+        i = a.names.index(name)
+        assert ex.answer == a.values[i][attr] and a.statement(i, attr) in a.passages[i]
+
+
+def test_bm25_recall_on_the_kbs_own_questions():
+    """Measured: recall@1 = 1.0 at 100, 200 and 576 entities (full names are unique tokens)."""
+    kb = knowledge_base(200, 0)
+    queries = [kb.question(i, a) for i in range(200) for a in ATTRIBUTES]
+    gold = [i for i in range(200) for _ in ATTRIBUTES]
+    r = kb.recall_at(queries, gold, ks=(1, 5))
+    assert r["recall@1"] >= 0.99 and r["recall@5"] >= r["recall@1"]
+    # A query that names nobody in the KB cannot be retrieved correctly for every gold.
+    assert kb.recall_at(["Where does Nobody Atall live?"] * 2, [0, 1], ks=(1,))["recall@1"] <= 0.5
+
+
+def test_fact_modes_and_pretraining_text():
+    task = get_task("facts")
+    closed, target, ex = task.mode_episode(0, 3, 0, "direct")
+    retrieved, target2, ex2 = task.mode_episode(0, 3, 0, "retrieved")
+    assert (ex, target) == (ex2, target2) and retrieved.endswith(closed)   # paired questions
+    assert retrieved.startswith("Context: ") and f"{ex.answer}." in retrieved
+    assert ex.answer not in closed
+    text = task.train_text(np.random.default_rng(0), 20_000)
+    for e in task.examples(0, "eval", 40):                        # stated, but never asked
+        i = task.entity(e)
+        assert f"Q: {e.question}\n" not in text
+    assert any(task.kb.statement(task.entity(e), e.key.split("|")[1]) in text
+               for e in task.examples(0, "eval", 40))
+    assert "Context: " in text
+
+
+def test_bad_fact_and_verse_specs_are_one_line_errors():
+    for spec, msg in [("facts(entities=1)", "entities"), ("facts(kb=-1)", "kb"),
+                      ("verse(words=0)", "words"), ("verse(prompt=99)", "prompt")]:
+        with pytest.raises(UserError, match=msg) as e:
+            get_task(spec)
+        assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="is the corpus"):
+        parse_mixture("kjv:1,verse:1", "kjv")
+    c = tiny_config()
+    c.eval.tasks = "verse(words=40)"
+    with pytest.raises(UserError, match="verse: words"):
+        resolve(c)
+
+
+def test_eval_jsonl_has_generation_and_retrieval_columns(tmp_path):
+    from scaling.evals.columns import eval_columns
+    from scaling.evals.trained import evaluate_trained
+    from scaling.train.loop import train
+    c = tiny_config()
+    c.train.update(steps=2, seq_len=192)
+    c.data.mixture = "kjv:0.5,facts:0.5"
+    c.eval.update(tasks="verse,facts", examples=3, shots="0", sc_samples=0)
+    evaluate_trained(str(tmp_path), train(c, str(tmp_path), verbose=False))
+    rows = [json.loads(line) for line in open(tmp_path / "eval.jsonl")]
+    metrics = {(r["task"], r["mode"]): set() for r in rows}
+    for r in rows:
+        metrics[(r["task"], r["mode"])].add(r["metric"])
+    assert set(metrics) == {("verse", "direct"), ("facts", "direct"), ("facts", "retrieved")}
+    assert {"rouge_l", "bleu", "token_f1", "exact_match"} <= metrics[("verse", "direct")]
+    assert {"recall@1", "recall@5", "exact_match"} <= metrics[("facts", "retrieved")]
+    assert "recall@1" not in metrics[("facts", "direct")] and "bleu" not in metrics[("facts", "direct")]
+    cols = eval_columns(str(tmp_path))
+    assert 0 <= cols["eval/verse/direct/rouge_l@k0"] <= 1 and 0 <= cols["eval/verse/direct/bleu@k0"] <= 100
+    assert cols["eval/facts/retrieved/recall@1@k0"] == 1.0
+    bad = run_cli("eval", "--workdir", str(tmp_path), "--config.eval.tasks=facts(entities=0)")
+    assert bad.returncode == 2 and "entities" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_retrieval_chart_reads_results_only(tmp_path):
+    """analysis.retrieval: frame from results.parquet columns, chart files, one-line errors."""
+    import pandas as pd
+    from analysis import retrieval
+    from analysis.errors import AnalysisInputError
+    df = pd.DataFrame({"status": "done", "params_non_embedding": [8e4, 1e4, 3e4],
+                       "eval/facts/direct/exact_match@k0": [0.3, 0.05, 0.1],
+                       "eval/facts/retrieved/exact_match@k0": [0.9, 0.4, 0.7],
+                       "eval/facts/retrieved/recall@1@k0": [1.0, 1.0, 1.0]})
+    df.to_parquet(tmp_path / "results.parquet")
+    paths, frame = retrieval.plot_sweep_retrieval(str(tmp_path))
+    assert list(frame["N"]) == [1e4, 3e4, 8e4]
+    assert frame["gap"].tolist() == pytest.approx([0.35, 0.6, 0.6])
+    assert all((tmp_path / "plots" / f"retrieval.{x}").exists() for x in ("png", "pdf"))
+    with pytest.raises(AnalysisInputError, match="retrieved/exact_match"):
+        retrieval.retrieval_frame(df.drop(columns="eval/facts/retrieved/exact_match@k0"))
+    assert retrieval.main([str(tmp_path / "nope")]) == 2
