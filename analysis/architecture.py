@@ -26,8 +26,9 @@ def load_position_files(folder: str | Path) -> dict[str, dict]:
     """{label (file stem): ppl_by_position result} for every *.json in `folder`, sorted."""
     files = sorted(Path(folder).glob("*.json"))
     if not files:
-        raise AnalysisInputError(f"no ppl_by_position JSON files in {folder}; run "
-                                 f"`scaling eval --workdir RUN --positions LEN --out {folder}/NAME.json`")
+        raise AnalysisInputError(
+            f"no ppl_by_position JSON files in {folder}; run `scaling eval --workdir RUN "
+            f"--positions LEN --out {folder}/NAME.json`")
     out = {}
     for f in files:
         data = json.loads(f.read_text())

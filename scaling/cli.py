@@ -1,6 +1,7 @@
 """The `scaling` command: parse, call, exit codes (0 ok, 2 bad input, 1 failure while running).
 
-    scaling train    --config FILE[:ARG] [--config.KEY=VALUE ...] --workdir DIR [--init-from CKPT]
+    scaling train    --config FILE[:ARG] [--config.KEY=VALUE ...] --workdir DIR
+                     [--init-from CKPT]
     scaling describe --config FILE[:ARG] [--config.KEY=VALUE ...] [--json]
     scaling sweep    [--config FILE[:ARG]] [--config.KEY=VALUE ...] --workdir DIR
                      [--launcher local|slurm] [--parallel N] [--slurm-* ...] [--retry-failed]

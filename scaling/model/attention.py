@@ -50,7 +50,8 @@ def pattern_mask(kind: str, size: int, query_T1: jax.Array, key_1S: jax.Array) -
     return d_TS >= 0
 
 
-def causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK, mask_TT: jax.Array | None = None) -> jax.Array:
+def causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK,
+                            mask_TT: jax.Array | None = None) -> jax.Array:
     """Causal (or `mask_TT`-masked) softmax attention as two einsums: what
     `jax.nn.dot_product_attention` computes.
 
