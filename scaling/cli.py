@@ -1,12 +1,14 @@
 """The `scaling` command: parse, call, exit codes (0 ok, 2 bad input, 1 failure while running).
 
     scaling train    --config FILE[:ARG] [--config.KEY=VALUE ...] --workdir DIR
+                     [--init-from CKPT]
     scaling describe --config FILE[:ARG] [--config.KEY=VALUE ...] [--json]
     scaling sweep    [--config FILE[:ARG]] [--config.KEY=VALUE ...] --workdir DIR
                      [--launcher local|slurm] [--parallel N] [--slurm-* ...] [--retry-failed]
     scaling fit      chinchilla DATA [--n-col ...] [--d-col ... | --c-col ...] --loss-col ... [--json]
     scaling plot     DIR
     scaling eval     --workdir TRIAL_DIR [--config.eval.KEY=VALUE ...]
+                     [--positions LEN [--buckets N] [--rope-scaling SPEC] [--out FILE]]
     scaling data prepare --config FILE[:ARG] [--config.data.KEY=VALUE ...]
 
 Exit codes (every command): 0 ok; 2 bad input only (config, flags, a grid point the mesh cannot
@@ -74,7 +76,10 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _load(args):
     from scaling.config import load_config, resolve
-    return resolve(load_config(args.config, args.overrides))
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "init_from", None):  # a path: set as given (no literal parsing)
+        cfg.train.init_from = args.init_from
+    return resolve(cfg)
 
 
 def cmd_describe(args) -> int:
@@ -179,6 +184,12 @@ def cmd_eval(args) -> int:
         raise UserError(f"scaling eval takes only --config.eval.* overrides, got {bad[0]!r}")
     cfg = from_json_file(config_path)
     apply_overrides(cfg, overrides)
+    if args.positions:
+        try:
+            _, model = load_trained(args.workdir)
+        except FileNotFoundError as e:
+            raise UserError(f"{e}: train the run first") from e
+        return _eval_positions(args, cfg, model)
     if not cfg.eval.tasks:  # the run names no tasks: the default suite, flags still win
         apply_overrides(cfg, {f"eval.{k}": v for k, v in DEFAULT_SUITE.items()
                               if k == "tasks" or f"eval.{k}" not in overrides})
@@ -202,6 +213,19 @@ def cmd_data_prepare(args) -> int:
         for name, s in read_index(path)["splits"].items():
             print(f"{name}: {s['tokens']:,} tokens, {s['docs']:,} documents, "
                   f"{s['text_bytes'] / 1e6:.2f} MB of text, {len(s['shards'])} shards -> {path}")
+    return 0
+
+
+def _eval_positions(args, cfg, model) -> int:
+    """`scaling eval --positions LEN`: ppl_by_position (scaling/evals/positions.py) only."""
+    from scaling.evals.positions import run_and_write
+    out = args.out or os.path.join(args.workdir, "ppl_by_position.json")
+    result = run_and_write(cfg, model, args.positions, args.buckets, out, args.rope_scaling)
+    for r in result["rows"]:
+        loss = "n/a" if r["loss"] is None else f"{r['loss']:.4f}"
+        print(f"positions {r['lo']:>6}-{r['hi']:<6} loss {loss}"
+              + (" (beyond train.seq_len)" if r["beyond_train"] else ""))
+    print(f"eval: ppl_by_position -> {out}")
     return 0
 
 
@@ -255,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp, required=False)
     sp.add_argument("--workdir", required=True)
     sp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sp.add_argument("--init-from", default=None, metavar="CKPT",
+                    help="start from a trained run's parameters (its dir or checkpoints/<step>; "
+                         "fresh optimizer and schedule): sets train.init_from")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("sweep", help="run an experiment's grid of trials, skipping finished ones",
@@ -287,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
                             f"eval.{k}={v}" for k, v in DEFAULT_SUITE.items())),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     sp.add_argument("--workdir", required=True, help="a trained run (trial) directory")
+    sp.add_argument("--positions", type=int, default=0, metavar="LEN",
+                    help="instead of tasks: ppl_by_position, the loss per position bucket of "
+                         "LEN-token validation sequences (LEN may exceed train.seq_len)")
+    sp.add_argument("--buckets", type=int, default=8, help="--positions: position buckets")
+    sp.add_argument("--rope-scaling", default=None, metavar="SPEC",
+                    help="--positions: evaluate under model.rope_scaling=SPEC (e.g. linear:2)")
+    sp.add_argument("--out", default=None,
+                    help="--positions: output JSON (default RUN/ppl_by_position.json)")
     sp.set_defaults(func=cmd_eval, config=None)  # config: accepts --config.eval.* overrides
 
     sp = sub.add_parser("data", help="data tools: `scaling data prepare` builds the token store")

@@ -63,6 +63,8 @@ def default_config() -> ConfigDict:
         pos="learned",
         max_len=0,             # position table size for pos=learned; 0 = train.seq_len
         rope_theta=10000.0,
+        rope_scaling="none",   # none | linear:s (position interpolation) | ntk:s (base scaling)
+        attention="full",      # full | sliding:W | linear[:C] | strided:S (parse_attention)
         tie_embeddings=True,
         dtype="float32",       # compute dtype; parameters stay float32
         remat="none",          # per-block rematerialisation: none | full | dots_saveable
@@ -109,6 +111,8 @@ def default_config() -> ConfigDict:
         loss_chunk=-1,         # cross-entropy over this many positions at a time, never the
                                # whole [B, T, V] logits (scaling/train/loss.py); 0 = unchunked,
                                # -1 = auto: 128 when model.vocab_size >= 8192, else unchunked
+        init_from="",          # "" = fresh init; a trained run dir (or its checkpoints/<step>):
+                               # start from its parameters (fresh optimizer and schedule)
     ))
     c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, pipeline=1))  # -1 = fill the devices
     c.pipeline = ConfigDict(dict(microbatches=0))     # GPipe microbatches; 0 = mesh.pipeline
@@ -443,10 +447,51 @@ def resolve(cfg: ConfigDict) -> ConfigDict:
         m.max_len = t.seq_len
     if m.vocab_size == 0:
         m.vocab_size = model_vocab_size(cfg.data.tokenizer)
+    if t.init_from:  # config.json names the source wherever the run is resumed from
+        t.init_from = os.path.abspath(os.path.expanduser(t.init_from))
     if t.tokens > 0:
         t.steps = math.ceil(t.tokens / (t.batch_size * t.seq_len))
     validate(cfg)
     return cfg
+
+
+def parse_attention(spec: str) -> tuple[str, int]:
+    """`model.attention` -> (kind, size): full (0), sliding:W (window, keys per query including
+    itself), linear[:C] (chunk length of the parallel form, default 64), strided:S (stride;
+    Child et al. 2019). A bad spec is a one-line `UserError`."""
+    kind, _, arg = str(spec).partition(":")
+    fix = "use full, sliding:W, linear[:C] or strided:S with integers W, C, S >= 1"
+    if kind not in ("full", "sliding", "linear", "strided") or (kind == "full" and arg):
+        raise UserError(f"model.attention={spec!r} is not recognised; {fix}")
+    if kind == "full":
+        return kind, 0
+    if not arg and kind == "linear":
+        return kind, 64
+    try:
+        size = int(arg)
+    except ValueError:
+        raise UserError(f"model.attention={spec!r} needs an integer after ':'; {fix}") from None
+    _check(size >= 1, f"model.attention={spec!r}: the {'window' if kind == 'sliding' else 'size'}"
+                      f" must be >= 1; {fix}")
+    return kind, size
+
+
+def parse_rope_scaling(spec: str) -> tuple[str, float]:
+    """`model.rope_scaling` -> (kind, factor s >= 1): none (1.0), linear:s (positions / s, Chen
+    et al. 2023), ntk:s (rope_theta * s^(K/(K-2)), NTK-aware). A bad spec is a `UserError`."""
+    kind, _, arg = str(spec).partition(":")
+    fix = "use none, linear:s or ntk:s with a factor s >= 1 (e.g. linear:2)"
+    if kind == "none" and not arg:
+        return kind, 1.0
+    if kind not in ("linear", "ntk"):
+        raise UserError(f"model.rope_scaling={spec!r} is not recognised; {fix}")
+    try:
+        factor = float(arg)
+    except ValueError:
+        raise UserError(f"model.rope_scaling={spec!r} needs a number after ':'; {fix}") from None
+    _check(math.isfinite(factor) and factor >= 1,
+           f"model.rope_scaling={spec!r}: the factor must be >= 1; {fix}")
+    return kind, factor
 
 
 def _check(ok: bool, msg: str):
@@ -518,6 +563,10 @@ def validate(cfg: ConfigDict) -> None:
     if m.pos == "rope":
         _check((m.d_model // m.n_heads) % 2 == 0,
                f"pos=rope needs an even head dim, got d_model/n_heads={m.d_model // m.n_heads}")
+    parse_attention(m.attention)
+    if parse_rope_scaling(m.rope_scaling)[0] != "none":
+        _check(m.pos == "rope", f"model.rope_scaling={m.rope_scaling!r} needs model.pos=rope, "
+                                f"got pos={m.pos}; set --config.model.rope_scaling=none")
     if m.pos == "learned" and m.max_len:
         _check(t.seq_len <= m.max_len,
                f"train.seq_len={t.seq_len} exceeds model.max_len={m.max_len}; "

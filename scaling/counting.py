@@ -16,10 +16,18 @@ Conventions (used by MFU, sweeps and fits alike):
   `causal_attention=True` to halve the attention term (MaxText's newer convention).
   Norm weights are in N (their 6 FLOPs per token are a rounding error); elementwise ops
   (softmax, activations, norms) are not counted.
+* Other attention patterns (`model.attention`) replace seq_len in the attention term by the
+  keys a query visits (`attention_context`), as a kernel that skips masked blocks would:
+  sliding:W -> min(W, T); strided:S -> min(S, T) + (T - 1) // S (the local band plus the
+  strided keys of the last query); linear[:C] -> min(C, T) + K (the C x C form inside a chunk,
+  plus reading and updating the K x K state, K = head dim). Our own sliding/strided training
+  path is a dense masked T x T, so its wall time does not shrink with these counts.
 """
 from __future__ import annotations
 
 from typing import Mapping
+
+from scaling.config import parse_attention
 
 
 def _norm_params(cfg) -> int:
@@ -44,12 +52,27 @@ def param_counts(cfg) -> dict[str, int]:
     return {"total": non_emb + emb, "non_embedding": non_emb, "embedding": emb}
 
 
+def attention_context(cfg, seq_len: int) -> tuple[int, int]:
+    """(keys per query that the causal discount may halve, keys per query it may not) for
+    `cfg.attention` at sequence length `seq_len` (see the module docstring)."""
+    kind, size = parse_attention(getattr(cfg, "attention", "full"))
+    T = seq_len
+    if kind == "sliding":
+        return min(size, T), 0
+    if kind == "strided":
+        return min(size, T) + (T - 1) // size, 0
+    if kind == "linear":
+        return min(size, T), cfg.d_model // cfg.n_heads
+    return T, 0
+
+
 def flops_per_token(cfg, seq_len: int, *, causal_attention: bool = False) -> float:
     """Training FLOPs per token under the convention in the module docstring."""
     n = param_counts(cfg)["non_embedding"] + cfg.d_model * cfg.vocab_size
     d_attn = cfg.n_heads * (cfg.d_model // cfg.n_heads)
-    attn = 12 * cfg.n_layers * seq_len * d_attn
-    return 6.0 * n + (attn / 2 if causal_attention else attn)
+    square, state = attention_context(cfg, seq_len)
+    per_key = 12 * cfg.n_layers * d_attn
+    return 6.0 * n + per_key * ((square / 2 if causal_attention else square) + state)
 
 
 def describe(cfg) -> Mapping[str, float]:
@@ -64,5 +87,7 @@ def describe(cfg) -> Mapping[str, float]:
         "flops_per_token": fpt,
         "tokens": tokens,
         "flops": fpt * tokens,
-        "flops_convention": "6*(N_non_embedding + d_model*vocab) + 12*L*T*d_attn (attention not causally discounted)",
+        "flops_convention": "6*(N_non_embedding + d_model*vocab) + 12*L*T*d_attn (attention not causally discounted)"
+        + ("" if getattr(cfg.model, "attention", "full") == "full"
+           else f"; T -> keys per query of attention={cfg.model.attention}"),
     }

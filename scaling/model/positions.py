@@ -21,14 +21,23 @@ def sinusoidal_positions(positions: int | jax.Array, D: int) -> jax.Array:
     return jnp.concatenate([jnp.sin(ang_XD2), jnp.cos(ang_XD2)], axis=-1)[..., :D]
 
 
-def apply_rope(x_BTNK: jax.Array, positions_T: jax.Array, theta: float) -> jax.Array:
+def apply_rope(x_BTNK: jax.Array, positions_T: jax.Array, theta: float,
+               scaling: tuple[str, float] = ("none", 1.0)) -> jax.Array:
     """Rotary position embedding (Su et al. 2021), rotating pairs (i, i + K/2).
 
     `positions_T` is [T] (shared by the batch) or [B, T] (per row, as in KV-cached decoding).
+    `scaling` (kind, s) extends the context s-fold (config.parse_rope_scaling): "linear"
+    interpolates positions p -> p / s (Chen et al. 2023), "ntk" raises the base to
+    theta * s^(K/(K-2)) so the lowest frequency is interpolated s-fold and the highest kept.
     """
     K = x_BTNK.shape[-1]
+    kind, s = scaling
+    if kind == "ntk":
+        theta = theta * s ** (K / max(K - 2, 1))
     inv_freq = theta ** (-jnp.arange(0, K, 2, dtype=jnp.float32) / K)
-    ang_BTK2 = positions_T.astype(jnp.float32)[..., None] * inv_freq
+    pos = positions_T.astype(jnp.float32)
+    pos = pos / s if kind == "linear" else pos
+    ang_BTK2 = pos[..., None] * inv_freq
     ang_BTK2 = ang_BTK2 if ang_BTK2.ndim == 3 else ang_BTK2[None]
     sin, cos = jnp.sin(ang_BTK2)[:, :, None, :], jnp.cos(ang_BTK2)[:, :, None, :]
     x1, x2 = jnp.split(x_BTNK.astype(jnp.float32), 2, axis=-1)

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from scaling.model.attention import DTYPES, Attention, cache_mask, meta, normal
+from scaling.model.attention import (DTYPES, Attention, cache_mask, layer_cache_shapes, meta,
+                                     normal)
 from scaling.model.positions import position_embeddings
 
 # `model.remat`: what a block keeps for the backward pass. "full" saves nothing (recomputes the
@@ -77,10 +78,11 @@ class Block(nnx.Module):
 
 
 def init_cache(cfg_model, batch: int, cache_len: int) -> dict[str, jax.Array]:
-    """A zeroed key/value cache for `Transformer.__call__`: "k", "v" each [L, B, S, G, K]."""
-    m = cfg_model
-    shape = (m.n_layers, batch, cache_len, m.n_kv_heads, m.d_model // m.n_heads)
-    return {"k": jnp.zeros(shape, DTYPES[m.dtype]), "v": jnp.zeros(shape, DTYPES[m.dtype])}
+    """A zeroed cache for `Transformer.__call__`: "k", "v" each [L, B, S, G, K] (linear
+    attention: its state, `attention.layer_cache_shapes`, with a leading L)."""
+    shapes = layer_cache_shapes(cfg_model, batch, cache_len)
+    return {name: jnp.zeros((cfg_model.n_layers, *shape), dtype)
+            for name, (shape, dtype) in shapes.items()}
 
 
 class Transformer(nnx.Module):
@@ -121,13 +123,13 @@ class Transformer(nnx.Module):
         if cache is None:
             return self.logits(self.run_blocks(self.embed_inputs(tokens_BT)))
         B, T = tokens_BT.shape
-        S = cache["k"].shape[2]
+        S = cache["k"].shape[2] if "k" in cache else 0  # linear attention: a state, no slots
         start_B = jnp.zeros((B,), jnp.int32) if start_B is None else start_B
         slot_T = index + jnp.arange(T)
         pos_BT = jnp.maximum(slot_T[None, :] - start_B[:, None], 0)  # pads (negative) get 0
         x_BTD, cache = self.run_blocks(self.embed_inputs(tokens_BT, pos_BT), cache,
                                        positions=pos_BT, index=index,
-                                       mask_BTS=cache_mask(index, T, S, start_B))
+                                       mask_BTS=cache_mask(index, T, S, start_B), start_B=start_B)
         return self.logits(x_BTD), cache
 
     def run_blocks(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):

@@ -11,7 +11,8 @@ and the newest `checkpoint.keep` of all (so the final checkpoint, the newest, is
 
 Every read goes through `restore`, one idiom for both uses: training resume restores the whole
 state onto the run's shardings; `load_trained` restores only `state["params"]` (orbax partial
-restore, the optimizer state is not read) onto one local device. Both take the newest
+restore, the optimizer state is not read) onto one local device (also the start of a run with
+`train.init_from`: `init_params`). Both take the newest
 checkpoint that reads back (`restore_latest`), stepping past damaged ones.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from scaling.config import ConfigDict, checkpoint_steps, from_json_file
+from scaling.errors import UserError
 from scaling.model.transformer import Transformer, abstract_model
 
 
@@ -155,3 +157,54 @@ def load_trained(workdir: str, step: int | None = None) -> tuple[ConfigDict, Tra
         what = "checkpoint" if step is None else f"checkpoint {step}"
         raise FileNotFoundError(f"no readable {what} under {checkpoint_dir(workdir)}")
     return cfg, nnx.merge(graphdef, found[1]["params"])
+
+
+# ---------------------------------------------------------------------------- train.init_from
+
+def init_source(path: str) -> tuple[str, int | None]:
+    """`train.init_from` -> (trained run dir, checkpoint step or None for the newest): a run dir
+    or one of its `checkpoints/<step>` dirs; anything else is a one-line `UserError`."""
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if name.isdigit() and os.path.basename(parent) == "checkpoints":
+        run, step = os.path.dirname(parent), int(name)
+    else:
+        run, step = path, None
+    if not os.path.isfile(os.path.join(run, "config.json")):
+        raise UserError(f"--init-from {path}: not a trained run (no config.json in {run}); pass "
+                        f"a trial dir or its checkpoints/<step>")
+    return run, step
+
+
+def _param_shapes(cfg_model) -> dict[str, tuple]:
+    params = nnx.to_pure_dict(nnx.state(abstract_model(cfg_model), nnx.Param))
+    return {jax.tree_util.keystr(k): tuple(a.shape)
+            for k, a in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def check_init_from(cfg: ConfigDict) -> None:
+    """A one-line `UserError` unless `cfg.train.init_from` names a run whose parameters have
+    exactly this config's names and shapes (other fields: attention, positions' scaling,
+    seq_len, optimizer... may differ). No data is read."""
+    run, _ = init_source(cfg.train.init_from)
+    src = from_json_file(os.path.join(run, "config.json"))
+    there, here = _param_shapes(src.model), _param_shapes(cfg.model)
+    diff = [k for k in sorted(set(there) | set(here)) if there.get(k) != here.get(k)]
+    if diff:
+        k = diff[0]
+        hint = (" (learned positions: the table is model.max_len long; extend a pos=rope model)"
+                if "pos_embed" in k else "")
+        raise UserError(f"--init-from {run}: {len(diff)} parameter(s) differ in shape, e.g. "
+                        f"{k} is {there.get(k, 'absent')} there and {here.get(k, 'absent')} "
+                        f"here{hint}; keep the model.* sizes of the source run")
+
+
+def init_params(init_from: str, shardings) -> dict:
+    """The parameters of the run named by `train.init_from` (see `init_source`), laid out on
+    `shardings` (the train state's param shardings); no checkpoint: a `UserError`."""
+    run, step = init_source(init_from)
+    try:
+        _, model = load_trained(run, step)
+    except FileNotFoundError as e:
+        raise UserError(f"--init-from {init_from}: {e}; train the source run first") from e
+    return jax.device_put(nnx.to_pure_dict(nnx.state(model, nnx.Param)), shardings)

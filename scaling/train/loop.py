@@ -200,6 +200,9 @@ class _Run:
             self.prior_wall = meta["wall_s"]
         else:
             self.start, self.state, self.prior_wall = 0, self.trainer.init(cfg.train.seed), 0.0
+            if cfg.train.init_from:  # its parameters; fresh optimizer state and schedule
+                self.state["params"] = checkpoint.init_params(
+                    cfg.train.init_from, self.trainer.state_sharding["params"])
         if self.is_main:
             self.log.truncate_after(self.start)  # lines past the checkpoint are redone, never twice
             if changes:
@@ -422,6 +425,8 @@ def train(cfg: ConfigDict, workdir: str, *, on_step: Callable[[int, int], None] 
     cfg.distributed.process_id = -1  # per process, so not part of the shared config.json
     t_start = time.perf_counter()
     changes = check_workdir(cfg, workdir)
+    if cfg.train.init_from:
+        checkpoint.check_init_from(cfg)  # bad input: before the workdir is created
     done = _done_summary(workdir)
     if done is not None:
         return done
