@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from scaling.model import mup
 from scaling.model.positions import apply_rope
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -27,19 +28,20 @@ def normal(std):
     return jax.nn.initializers.normal(stddev=std)
 
 
-def causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK) -> jax.Array:
+def causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK, divisor: float | None = None) -> jax.Array:
     """Causal softmax attention as two einsums: what `jax.nn.dot_product_attention` computes.
 
     Used on CPU, where XLA runs this plain form ~13% faster per training step of a small model
     than the library's general path (which builds a full-size boolean mask and, for GQA, 5-D
-    einsums); docs/benchmarks.md, "attention on CPU". Logits and softmax in float32.
+    einsums); docs/benchmarks.md, "attention on CPU". Logits and softmax in float32. q·k is
+    divided by `divisor` (default sqrt(K); μP passes its own, scaling/model/mup.py).
     """
     B, T, H, K = q_BTHK.shape
     if k_BTGK.shape[2] != H:  # GQA/MQA: share each key/value head among H/G query heads
         k_BTGK = jnp.repeat(k_BTGK, H // k_BTGK.shape[2], axis=2)
         v_BTGK = jnp.repeat(v_BTGK, H // v_BTGK.shape[2], axis=2)
     s_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTGK, preferred_element_type=jnp.float32)
-    s_BHTS = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s_BHTS / math.sqrt(K),
+    s_BHTS = jnp.where(jnp.tril(jnp.ones((T, T), bool)), s_BHTS / (divisor or math.sqrt(K)),
                        jnp.finfo(jnp.float32).min)
     p_BHTS = jax.nn.softmax(s_BHTS, axis=-1).astype(v_BTGK.dtype)
     return jnp.einsum("bhts,bshk->bthk", p_BHTS, v_BTGK)
@@ -71,6 +73,8 @@ class Attention(nnx.Module):
         self.wv = proj("BTD,DGK->BTGK", (D, G, K), ("embed", "kv_heads", "head_dim"), std)
         self.wo = proj("BTHK,HKD->BTD", (H, K, D), ("heads", "head_dim", "embed"), out_std)
         self.rope_theta = cfg.rope_theta if cfg.pos == "rope" else None
+        self.divisor = mup.attention_divisor(cfg, K)  # None: sp's sqrt(K)
+        self.scale = None if self.divisor is None else 1.0 / self.divisor
 
     def __call__(self, x_BTD: jax.Array, positions=None, cache: dict | None = None, index=0,
                  mask_BTS: jax.Array | None = None):
@@ -90,10 +94,11 @@ class Attention(nnx.Module):
                 c_BSGK, x_BTGK.astype(c_BSGK.dtype), (0, index, 0, 0))
             cache = {"k": write(cache["k"], k_BTGK), "v": write(cache["v"], v_BTGK)}
             o_BTHK = jax.nn.dot_product_attention(q_BTHK, cache["k"], cache["v"],
-                                                  mask=mask_BTS[:, None])
+                                                  mask=mask_BTS[:, None], scale=self.scale)
             return self.wo(o_BTHK), cache
         if jax.default_backend() == "cpu":
-            o_BTHK = causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK)
+            o_BTHK = causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK, self.divisor)
         else:  # the library kernel: GQA (G divides H) and the causal mask; fused on accelerators
-            o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, is_causal=True)
+            o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, is_causal=True,
+                                                  scale=self.scale)
         return self.wo(o_BTHK)
