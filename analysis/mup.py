@@ -43,12 +43,22 @@ def load_coord_check(path) -> pd.DataFrame:
     return df
 
 
+def _layer_key(layer: str) -> tuple[int, int]:
+    """embed, block0, block1, ..., logits: the order of the forward pass."""
+    if layer.startswith("block") and layer[5:].isdigit():
+        return 1, int(layer[5:])
+    return (0, 0) if layer == "embed" else (2, 0)
+
+
 def coord_growth(df: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
     """Per parametrization and layer at `step` (default: the last): RMS at the narrowest and
     widest width, their ratio, and the spread max/min over all widths."""
     step = int(df["step"].max()) if step is None else step
     rows = []
-    for (p, layer), g in df[df["step"] == step].groupby(["parametrization", "layer"], sort=False):
+    at = df[df["step"] == step]
+    for p, layer in sorted({(p, lay) for p, lay in zip(at["parametrization"], at["layer"])},
+                           key=lambda k: (k[0] != "sp", _layer_key(k[1]))):
+        g = at[(at["parametrization"] == p) & (at["layer"] == layer)]
         g = g.sort_values("width")
         r = g["rms"].to_numpy(float)
         rows.append({"parametrization": p, "layer": layer, "width_lo": int(g["width"].iloc[0]),
@@ -65,7 +75,7 @@ def plot_coord_check(df: pd.DataFrame, outdir) -> list[str]:
     last = int(df["step"].max())
     fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.4), sharey=True,
                              squeeze=False)
-    layers = list(dict.fromkeys(df["layer"]))
+    layers = sorted(set(df["layer"]), key=_layer_key)
     colors = plt.cm.viridis(np.linspace(0.05, 0.85, len(layers)))
     for ax, p in zip(axes[0], params):
         for color, layer in zip(colors, layers):
