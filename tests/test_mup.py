@@ -219,3 +219,15 @@ def test_transfer_optima_spread_and_plot(tmp_path):
         df[df["model.parametrization"] == p].to_csv(tmp_path / p / "results.csv", index=False)
     assert main(["transfer", str(tmp_path / "sp"), str(tmp_path / "mup")]) == 0
     assert main(["transfer", str(tmp_path / "nowhere")]) == 2
+
+
+def test_mup_transfer_experiment_grid():
+    from scaling.sweeps.plan import expand
+    trials, varied = expand("experiments/mup_transfer.py:mup", [])
+    assert len(trials) == 21 and "model.parametrization" in varied
+    assert {t.cfg.model.parametrization for t in trials} == {"mup"}
+    assert {t.cfg.model.d_model for t in trials} == {64, 128, 256}
+    assert trials[0].trial_id.startswith("d64-L2-h4-mup-lr0.001-")
+    assert len(expand("experiments/mup_transfer.py", [])[0]) == 42  # both
+    with pytest.raises(UserError, match="pick one of sp, mup, pilot"):
+        expand("experiments/mup_transfer.py:ntk", [])
