@@ -10,6 +10,7 @@
     scaling eval     --workdir TRIAL_DIR [--config.eval.KEY=VALUE ...]
                      [--positions LEN [--buckets N] [--rope-scaling SPEC] [--out FILE]]
     scaling data prepare --config FILE[:ARG] [--config.data.KEY=VALUE ...]
+    scaling mup-check [--widths 64,128,...] [--steps N] [--out FILE]
 
 Exit codes (every command): 0 ok; 2 bad input only (config, flags, a grid point the mesh cannot
 split, a directory that cannot be written), one line naming the fix, before anything trains;
@@ -254,6 +255,34 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def _widths(text: str) -> list[int]:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        widths = []
+    if len(widths) < 2 or any(w < 4 or w % 4 for w in widths):
+        raise UserError(f"--widths {text!r}: give two or more multiples of 4 (4 heads), "
+                        f"e.g. --widths 64,128,256")
+    return sorted(widths)
+
+
+def cmd_mup_check(args) -> int:
+    widths = _widths(args.widths)
+    if args.steps < 1:
+        raise UserError(f"--steps must be >= 1, got {args.steps}")
+    setup_jax()
+    from analysis import mup as mup_analysis
+    from scaling.bench import mup_check
+    out = args.out or mup_check.default_out()
+    mup_check.run(widths, steps=args.steps, out=out)
+    df = mup_analysis.load_coord_check(out)
+    print_table(mup_analysis.coord_growth(df))
+    for path in mup_analysis.plot_coord_check(df, args.plots or os.path.dirname(os.path.abspath(out))):
+        print(f"plot: {path}")
+    print(f"numbers: {out}")
+    return 0
+
+
 def cmd_collect(args) -> int:
     from scaling.sweeps.runner import collect
     df = collect(args.workdir)
@@ -350,6 +379,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-ablations", action="store_true",
                     help="skip scan/remat/bf16 ablations")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("mup-check", help="coordinate check: activation RMS per layer vs width, "
+                                          "SP vs μP (scaling/bench/mup_check.py)")
+    sp.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated d_model")
+    sp.add_argument("--steps", type=int, default=5, help="Adam steps before the last measurement")
+    sp.add_argument("--out", default=None,
+                    help="result JSON (default benchmarks/results/mup_check.json)")
+    sp.add_argument("--plots", default=None, help="plot directory (default: beside --out)")
+    sp.set_defaults(func=cmd_mup_check)
 
     from analysis import cli as analysis_cli
     analysis_cli.register(sub)

@@ -40,6 +40,7 @@ CHOICES = {
     "model.pos": ("rope", "learned", "sinusoidal"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "dots_saveable"),
+    "model.parametrization": ("sp", "mup"),
     "train.nan_policy": ("abort", "skip"),
     "train.schedule": ("cosine", "wsd", "constant"),
     "train.decay_shape": ("linear", "1-sqrt"),
@@ -73,6 +74,8 @@ def default_config() -> ConfigDict:
                                # when remat is on (XLA keeps remat's saving only in a loop)
         init_std=0.02,
         norm_eps=1e-5,
+        parametrization="sp",  # sp | mup (Tensor Programs V; scaling/model/mup.py)
+        base_width=64,         # mup: the d_model at which mup and sp coincide
     ))
     c.data = ConfigDict(dict(
         name="kjv",            # kjv (built in) | files | any TFDS text dataset prepared under data_dir
@@ -540,7 +543,7 @@ def validate(cfg: ConfigDict) -> None:
         v = get_key(cfg, key)
         _check(v in choices, f"{key}={v!r} is not one of {', '.join(choices)}")
     m, t = cfg.model, cfg.train
-    for key in ("model.d_model", "model.n_layers", "model.n_heads",
+    for key in ("model.d_model", "model.n_layers", "model.n_heads", "model.base_width",
                 "train.batch_size", "train.seq_len", "log.every", "eval.batches"):
         _check(get_key(cfg, key) > 0, f"{key} must be > 0, got {get_key(cfg, key)}")
     for key in ("model.vocab_size", "data.workers", "model.n_kv_heads", "model.d_ff", "model.scan_unroll", "model.max_len", "train.steps", "train.tokens",

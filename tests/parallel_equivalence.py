@@ -5,7 +5,8 @@
 
 MESHES_JSON is a list of {"name", ["data", "fsdp", "tensor", "pipeline", "microbatches",
 "loss_chunk", "devices"]}: missing axes are 1 except data, which fills the devices (-1, as in the config);
-"devices" (default: all) takes the first n devices, e.g. 1 for the single-device reference. Writes OUT_DIR/results.json
+"devices" (default: all) takes the first n devices, e.g. 1 for the single-device reference;
+"parametrization" (default sp) trains μP at base width 8 (width multiplier 4) instead. Writes OUT_DIR/results.json
 ({name: {"losses", "specs", "mesh", "seconds"}}) and OUT_DIR/params_<name>.npz. Batches are random tokens
 keyed by step, so every mesh sees the same data without building a corpus. Used by
 tests/test_parallel.py; one process amortises the jax import and start-up over all meshes.
@@ -34,6 +35,7 @@ def equivalence_config(mesh: dict):
                    for a in ("data", "fsdp", "tensor", "pipeline")})
     c.pipeline.microbatches = mesh.get("microbatches", 0)
     c.train.loss_chunk = mesh.get("loss_chunk", -1)
+    c.model.update(dict(parametrization=mesh.get("parametrization", "sp"), base_width=8))
     return resolve(c)
 
 

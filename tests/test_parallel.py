@@ -81,6 +81,32 @@ def test_parameters_are_really_sharded(equivalence):
     assert specs["fsdp2_tensor2_pipe2"][wi] == "P('pipeline', 'fsdp', 'tensor')"
 
 
+# μP (per-parameter Adam lr via optax partition, readout and attention scales) on every axis.
+MUP_MESHES = [{"name": "mup_one", "devices": 1, "parametrization": "mup"},
+              {"name": "mup_data2_tensor2_pipe2", "data": 2, "tensor": 2, "pipeline": 2,
+               "parametrization": "mup"},
+              {"name": "mup_fsdp2_tensor2_pipe2", "fsdp": 2, "tensor": 2, "pipeline": 2,
+               "parametrization": "mup"}]
+
+
+def test_mup_meshes_match_single_device(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "parallel_equivalence.py"), str(tmp_path),
+         json.dumps(MUP_MESHES), "5"],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        env=dict(os.environ, PYTHONPATH=ROOT, **FORCE8))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "results.json") as f:
+        results = json.load(f)
+    ref = dict(np.load(tmp_path / "params_mup_one.npz"))
+    for spec in MUP_MESHES[1:]:
+        np.testing.assert_allclose(results[spec["name"]]["losses"], results["mup_one"]["losses"],
+                                   rtol=1e-5)
+        got = dict(np.load(tmp_path / f"params_{spec['name']}.npz"))
+        for key, ref_p in ref.items():
+            np.testing.assert_allclose(got[key], ref_p, rtol=0, atol=1e-4, err_msg=key)
+
+
 def test_mesh_errors_are_one_line_user_errors():
     cfg = default_config()
     cfg.mesh.update(dict(data=3, tensor=2))

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from scaling.config import parse_attention, parse_rope_scaling
+from scaling.model import mup
 from scaling.model.positions import apply_rope
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -51,13 +52,15 @@ def pattern_mask(kind: str, size: int, query_T1: jax.Array, key_1S: jax.Array) -
 
 
 def causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK,
-                            mask_TT: jax.Array | None = None) -> jax.Array:
+                            mask_TT: jax.Array | None = None,
+                            divisor: float | None = None) -> jax.Array:
     """Causal (or `mask_TT`-masked) softmax attention as two einsums: what
     `jax.nn.dot_product_attention` computes.
 
     Used on CPU, where XLA runs this plain form ~13% faster per training step of a small model
     than the library's general path (which builds a full-size boolean mask and, for GQA, 5-D
-    einsums); docs/benchmarks.md, "attention on CPU". Logits and softmax in float32.
+    einsums); docs/benchmarks.md, "attention on CPU". Logits and softmax in float32. q·k is
+    divided by `divisor` (default sqrt(K); μP passes its own, scaling/model/mup.py).
     """
     B, T, H, K = q_BTHK.shape
     if k_BTGK.shape[2] != H:  # GQA/MQA: share each key/value head among H/G query heads
@@ -65,7 +68,7 @@ def causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK,
         v_BTGK = jnp.repeat(v_BTGK, H // v_BTGK.shape[2], axis=2)
     s_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTGK, preferred_element_type=jnp.float32)
     mask_TT = jnp.tril(jnp.ones((T, T), bool)) if mask_TT is None else mask_TT
-    s_BHTS = jnp.where(mask_TT, s_BHTS / math.sqrt(K),
+    s_BHTS = jnp.where(mask_TT, s_BHTS / (divisor or math.sqrt(K)),
                        jnp.finfo(jnp.float32).min)
     p_BHTS = jax.nn.softmax(s_BHTS, axis=-1).astype(v_BTGK.dtype)
     return jnp.einsum("bhts,bshk->bthk", p_BHTS, v_BTGK)
@@ -147,6 +150,8 @@ class Attention(nnx.Module):
         self.rope_theta = cfg.rope_theta if cfg.pos == "rope" else None
         self.rope_scaling = parse_rope_scaling(getattr(cfg, "rope_scaling", "none"))
         self.kind, self.size = parse_attention(getattr(cfg, "attention", "full"))
+        self.divisor = mup.attention_divisor(cfg, K)  # None: sp's sqrt(K)
+        self.scale = None if self.divisor is None else 1.0 / self.divisor
 
     def __call__(self, x_BTD: jax.Array, positions=None, cache: dict | None = None, index=0,
                  mask_BTS: jax.Array | None = None, start_B: jax.Array | None = None):
@@ -179,14 +184,16 @@ class Attention(nnx.Module):
                                                (index + jnp.arange(T))[:, None],
                                                jnp.arange(S)[None, :])[None]
             o_BTHK = jax.nn.dot_product_attention(q_BTHK, cache["k"], cache["v"],
-                                                  mask=mask_BTS[:, None])
+                                                  mask=mask_BTS[:, None], scale=self.scale)
             return self.wo(o_BTHK), cache
         mask_TT = None if self.kind == "full" else pattern_mask(
             self.kind, self.size, jnp.arange(T)[:, None], jnp.arange(T)[None, :])
         if jax.default_backend() == "cpu":
-            o_BTHK = causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK, mask_TT)
+            o_BTHK = causal_attention_einsum(q_BTHK, k_BTGK, v_BTGK, mask_TT, self.divisor)
         elif mask_TT is None:  # the library kernel: GQA and the causal mask; fused on accelerators
-            o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, is_causal=True)
+            o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, is_causal=True,
+                                                  scale=self.scale)
         else:
-            o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, mask=mask_TT[None, None])
+            o_BTHK = jax.nn.dot_product_attention(q_BTHK, k_BTGK, v_BTGK, mask=mask_TT[None, None],
+                                                  scale=self.scale)
         return self.wo(o_BTHK)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from scaling.model import mup
 from scaling.model.attention import (DTYPES, Attention, cache_mask, layer_cache_shapes, meta,
                                      normal)
 from scaling.model.positions import position_embeddings
@@ -109,6 +110,15 @@ class Transformer(nnx.Module):
             self.head = nnx.Linear(D, V, use_bias=False, dtype=dtype,
                                    kernel_init=normal(cfg.init_std),
                                    kernel_metadata=meta("embed", "vocab"), rngs=rngs)
+        if cfg.parametrization == "mup":
+            self._scale_hidden_init(mup.hidden_init_scale(cfg))
+
+    def _scale_hidden_init(self, factor: float) -> None:
+        """μP init: the sp draws of the hidden matrices times `factor` (scaling/model/mup.py)."""
+        params = nnx.state(self, nnx.Param)
+        labels = mup.param_labels(nnx.get_partition_spec(params))
+        nnx.update(self, jax.tree.map(
+            lambda p, label: p * factor if label == mup.HIDDEN else p, params, labels))
 
     def __call__(self, tokens_BT: jax.Array, cache: dict | None = None, index=0,
                  start_B: jax.Array | None = None):
@@ -193,7 +203,10 @@ class Transformer(nnx.Module):
         """Final norm and output projection: [B, T, D] -> float32 logits [B, T, V]."""
         x_BTD = self.final_norm(x_BTD)
         logits_BTV = self.embed.attend(x_BTD) if self.cfg.tie_embeddings else self.head(x_BTD)
-        return logits_BTV.astype(jnp.float32)
+        logits_BTV = logits_BTV.astype(jnp.float32)
+        if self.cfg.parametrization == "mup":  # μP readout multiplier 1/m (1.0 at base width)
+            logits_BTV = logits_BTV * mup.readout_scale(self.cfg)
+        return logits_BTV
 
 
 def abstract_model(cfg_model) -> Transformer:

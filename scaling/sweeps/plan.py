@@ -33,7 +33,8 @@ from scaling.train.schedule import check_schedule, decay_start, warmup_steps
 
 # Short names of config fields in readable trial ids (`d64-L2-tok1e6-<hash>`).
 SHORT = {"d_model": "d", "n_layers": "L", "n_heads": "h", "n_kv_heads": "kv", "tokens": "tok",
-         "steps": "s", "batch_size": "b", "seq_len": "T", "lr": "lr", "budget": "C"}
+         "steps": "s", "batch_size": "b", "seq_len": "T", "lr": "lr", "budget": "C",
+         "parametrization": ""}  # d64-L2-h4-mup-lr0.004
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The optimizer: AdamW, global-norm clipping, the lr schedule (warmup + cosine, wsd or constant;
-lengths in scaling/train/schedule.py), weight-decay mask.
+lengths in scaling/train/schedule.py), weight-decay mask, optional per-parameter lr multipliers (μP).
 
 The schedule's numbers (peak lr, warmup and decay lengths, betas, decay, clip) and even which
 schedule it is are traced arguments of the jitted step, not constants, so one compiled step
@@ -61,19 +61,26 @@ def lr_schedule(count, hp) -> jax.Array:
     return jnp.where(step < hp["warmup"], warm_lr, stable_lr)
 
 
-def make_optimizer(t: ConfigDict, hp=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(t: ConfigDict, hp=None, lr_mults: tuple[dict, dict] | None = None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW with the lr schedule of `lr_schedule` (`train.schedule`); global-norm clip.
 
     `hp` (from `optimizer_hparams`, possibly traced) supplies the numbers; only the structure
-    (whether clipping is on) is read from `t`.
+    (whether clipping is on) is read from `t`. `lr_mults` = (a params-shaped tree of labels,
+    {label: multiplier}) gives each parameter its own lr multiplier (μP: scaling/model/mup.py);
+    it scales the whole AdamW update, weight decay included (lr-coupled decay, as torch's AdamW
+    param groups). None: one lr for all, and an optimizer state without the extra node.
     """
     hp = optimizer_hparams(t) if hp is None else hp
     schedule = lambda count: lr_schedule(count, hp)  # noqa: E731
-    tx = optax.chain(
-        optax.clip_by_global_norm(hp["grad_clip"]) if t.grad_clip > 0 else optax.identity(),
-        optax.adamw(schedule, b1=hp["b1"], b2=hp["b2"], weight_decay=hp["weight_decay"],
-                    mask=decay_mask))
-    return tx, schedule
+    parts = [optax.clip_by_global_norm(hp["grad_clip"]) if t.grad_clip > 0 else optax.identity(),
+             optax.adamw(schedule, b1=hp["b1"], b2=hp["b2"], weight_decay=hp["weight_decay"],
+                         mask=decay_mask)]
+    if lr_mults is not None:
+        labels, mults = lr_mults
+        parts.append(optax.transforms.partition(
+            {label: optax.scale(m) for label, m in mults.items()}, labels))
+    return optax.chain(*parts), schedule
 
 
 def decay_mask(params):

@@ -14,6 +14,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from scaling.config import ConfigDict
+from scaling.model import mup
 from scaling.model.transformer import Transformer, abstract_model
 from scaling.parallel import gpipe as pipeline
 from scaling.parallel import mesh as mesh_lib
@@ -26,10 +27,13 @@ class Trainer:
 
     def __init__(self, cfg: ConfigDict, mesh: jax.sharding.Mesh):
         self.cfg, self.mesh = cfg, mesh
-        self.tx, self.schedule = make_optimizer(cfg.train)
         self.loss_chunk = loss_chunk(cfg)
         self.graphdef, abstract_params = nnx.split(abstract_model(cfg.model), nnx.Param)
         logical = nnx.to_pure_dict(nnx.get_partition_spec(abstract_params))
+        # μP's per-parameter Adam lr multipliers; None under sp (the plain optimizer).
+        self.lr_mults = ((mup.param_labels(logical), mup.lr_multipliers(cfg.model))
+                         if cfg.model.parametrization == "mup" else None)
+        self.tx, self.schedule = make_optimizer(cfg.train, lr_mults=self.lr_mults)
         abstract = nnx.to_pure_dict(abstract_params)
         param_sh = jax.tree.map(lambda names, a: mesh_lib.logical_sharding(names, a.shape, mesh),
                                 logical, abstract, is_leaf=lambda x: isinstance(x, P))
@@ -94,7 +98,7 @@ class Trainer:
         return self.jit_step(state, tokens_BT1, self.hparams)
 
     def _step(self, state, tokens_BT1, hp):
-        tx, schedule = make_optimizer(self.cfg.train, hp)  # same structure as self.tx
+        tx, schedule = make_optimizer(self.cfg.train, hp, self.lr_mults)  # structure of self.tx
         loss, grads = jax.value_and_grad(self._loss)(state["params"], tokens_BT1)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
