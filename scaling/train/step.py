@@ -14,6 +14,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from scaling.config import ConfigDict
+from scaling.model.moe import aux_objective
 from scaling.model.transformer import Transformer, abstract_model
 from scaling.parallel import gpipe as pipeline
 from scaling.parallel import mesh as mesh_lib
@@ -66,25 +67,33 @@ class Trainer:
         return {"bad_step": i32(-1), "skipped": i32(0), "count": i32(0),
                 "hist": jnp.zeros((max(self.cfg.train.spike_window, 1),), jnp.float32)}
 
-    def _token_losses(self, params, tokens_BT1) -> jax.Array:
-        """Next-token cross-entropy of every position: [B, T] float32."""
+    def _token_losses(self, params, tokens_BT1) -> tuple[jax.Array, dict]:
+        """Next-token cross-entropy of every position: [B, T] float32, and the MoE router
+        statistics ({} for a dense model; scaling/model/moe.py)."""
         model = nnx.merge(self.graphdef, params)
         n_stages = self.mesh.shape["pipeline"]
         if n_stages == 1:
-            logits_BTV = model(tokens_BT1[:, :-1])
+            # The mesh in the trace lets the MoE layers constrain their dispatched tokens.
+            with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+                logits_BTV = model(tokens_BT1[:, :-1])
         else:  # embed -> GPipe over the stacked blocks -> final norm/head
             x_BTD = pipeline.run_blocks(model.blocks, model.embed_inputs(tokens_BT1[:, :-1]),
                                         n_stages, pipeline.num_microbatches(self.cfg), self.mesh)
             logits_BTV = model.logits(x_BTD)
-        return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT1[:, 1:])
+        moe = nnx.to_pure_dict(nnx.pop(model, nnx.Intermediate)).get("moe", ({},))[0]
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits_BTV, tokens_BT1[:, 1:]), moe
 
-    def _loss(self, params, tokens_BT1) -> jax.Array:
-        """Mean next-token cross-entropy over the batch (the training objective)."""
-        return self._token_losses(params, tokens_BT1).mean()
+    def _loss(self, params, tokens_BT1) -> tuple[jax.Array, tuple[jax.Array, dict]]:
+        """The training objective: mean next-token cross-entropy over the batch, plus the MoE
+        router losses; aux (cross-entropy, MoE statistics)."""
+        losses_BT, moe = self._token_losses(params, tokens_BT1)
+        loss = losses_BT.mean()
+        return (loss + aux_objective(moe, self.cfg.model.moe) if moe else loss), (loss, moe)
 
     def _seq_losses(self, params, tokens_BT1) -> jax.Array:
         """Mean next-token cross-entropy of each sequence: [B] (validation, its spread)."""
-        return self._token_losses(params, tokens_BT1).mean(axis=1)
+        return self._token_losses(params, tokens_BT1)[0].mean(axis=1)
 
     def step(self, state, tokens_BT1):
         """One jitted optimizer step (donates `state`): returns (new state, metrics)."""
@@ -92,7 +101,8 @@ class Trainer:
 
     def _step(self, state, tokens_BT1, hp):
         tx, schedule = make_optimizer(self.cfg.train, hp)  # same structure as self.tx
-        loss, grads = jax.value_and_grad(self._loss)(state["params"], tokens_BT1)
+        (_, (loss, moe)), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            state["params"], tokens_BT1)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         grad_norm = optax.tree.norm(grads)
@@ -102,7 +112,7 @@ class Trainer:
             params = jax.tree.map(keep, params, state["params"])
             opt_state = jax.tree.map(keep, opt_state, state["opt_state"])
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state["step"]),
-                   "skipped": guard["skipped"], "bad_step": guard["bad_step"]}
+                   "skipped": guard["skipped"], "bad_step": guard["bad_step"], **moe}
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
                 "guard": guard}, metrics
 
