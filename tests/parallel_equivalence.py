@@ -3,8 +3,9 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
         python tests/parallel_equivalence.py OUT_DIR MESHES_JSON [STEPS]
 
-MESHES_JSON is a list of {"name", ["data", "fsdp", "tensor", "pipeline", "microbatches",
-"devices"]}: missing axes are 1 except data, which fills the devices (-1, as in the config);
+MESHES_JSON is a list of {"name", ["data", "fsdp", "tensor", "pipeline", "expert", "microbatches",
+"devices", "moe"]}: missing axes are 1 except data, which fills the devices (-1, as in the config);
+"moe" (a dict of model.moe fields, default none: dense) makes the MLPs mixtures of experts;
 "devices" (default: all) takes the first n devices, e.g. 1 for the single-device reference. Writes OUT_DIR/results.json
 ({name: {"losses", "specs", "mesh", "seconds"}}) and OUT_DIR/params_<name>.npz. Batches are random tokens
 keyed by step, so every mesh sees the same data without building a corpus. Used by
@@ -31,7 +32,8 @@ def equivalence_config(mesh: dict):
     c.model.update(dict(d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=64))
     c.train.update(dict(batch_size=16, seq_len=32, steps=10, lr=3e-3, seed=0))
     c.mesh.update({a: mesh.get(a, -1 if a == "data" else 1)
-                   for a in ("data", "fsdp", "tensor", "pipeline")})
+                   for a in ("data", "fsdp", "tensor", "pipeline", "expert")})
+    c.model.moe.update(mesh.get("moe", {}))
     c.pipeline.microbatches = mesh.get("microbatches", 0)
     return resolve(c)
 

@@ -97,8 +97,11 @@ class BlockGroup(nnx.Module):
     repeats when MoE layers alternate with dense ones (stacked layers must be alike)."""
 
     def __init__(self, cfg, rngs: nnx.Rngs):
-        k = cfg.moe.every
-        self.layers = nnx.List([Block(cfg, rngs, moe=j == k - 1) for j in range(k)])
+        self.every = cfg.moe.every
+        # Named attributes rather than an nnx.List: nnx.capture (scaling/train/step.py) fails to
+        # sort a state mixing the List's int keys with its own string keys (flax 0.12.8).
+        for j in range(self.every):
+            setattr(self, f"layer{j}", Block(cfg, rngs, moe=j == self.every - 1))
 
     def __call__(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):
         x_BTD, cache, _ = self.forward(x_BTD, cache, **attn_kw)
@@ -107,7 +110,8 @@ class BlockGroup(nnx.Module):
     def forward(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):
         """As `Block.forward`, with cache leaves [every, ...]."""
         caches, stats = [], {}
-        for j, layer in enumerate(self.layers):
+        for j in range(self.every):
+            layer = getattr(self, f"layer{j}")
             c = None if cache is None else jax.tree.map(lambda a: a[j], cache)  # noqa: B023
             x_BTD, c, s = layer.forward(x_BTD, c, **attn_kw)
             caches.append(c)
@@ -183,7 +187,7 @@ class Transformer(nnx.Module):
         """The L blocks on x [B, T, D]; with a cache ([L, ...] leaves), (x, updated cache).
 
         With MoE layers and no cache, their statistics (`scaling.model.moe.STATS`, averaged over
-        the MoE layers) are sown as the intermediate "moe" (read with `nnx.pop(model,
+        the MoE layers) are sown as the intermediate "moe" (read with `nnx.capture(model,
         nnx.Intermediate)`, as scaling/train/step.py does)."""
         policy = REMAT_POLICIES.get(getattr(self.cfg, "remat", "none"), "none")
 

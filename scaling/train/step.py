@@ -75,12 +75,12 @@ class Trainer:
         if n_stages == 1:
             # The mesh in the trace lets the MoE layers constrain their dispatched tokens.
             with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
-                logits_BTV = model(tokens_BT1[:, :-1])
+                logits_BTV, sown = nnx.capture(model, nnx.Intermediate)(tokens_BT1[:, :-1])
         else:  # embed -> GPipe over the stacked blocks -> final norm/head
             x_BTD = pipeline.run_blocks(model.blocks, model.embed_inputs(tokens_BT1[:, :-1]),
                                         n_stages, pipeline.num_microbatches(self.cfg), self.mesh)
-            logits_BTV = model.logits(x_BTD)
-        moe = nnx.to_pure_dict(nnx.pop(model, nnx.Intermediate)).get("moe", ({},))[0]
+            logits_BTV, sown = model.logits(x_BTD), {}  # MoE is refused with a pipeline
+        moe = nnx.to_pure_dict(sown).get("moe", ({},))[0] if sown else {}
         return optax.softmax_cross_entropy_with_integer_labels(
             logits_BTV, tokens_BT1[:, 1:]), moe
 
