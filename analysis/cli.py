@@ -435,6 +435,23 @@ def _print_downstream(res: dict, as_json: bool) -> int:
     return 0
 
 
+@_handles_input_errors
+def _fit_moe(args) -> int:
+    """Clark et al.'s routed form on experiments/moe.py results (analysis/fits/moe.py)."""
+    from analysis.fits.moe import fit_routed, moe_table
+    from analysis.load import load_results
+    from analysis.plots.moe import plot_moe
+
+    table = moe_table(load_results(args.data), args.loss_col)
+    res = {"method": "moe", **fit_routed(table["N"], table["E"], table["loss"]),
+           "points": table.to_dict(orient="records")}
+    if args.plot:
+        res["plots"] = plot_moe(table, res, args.plot)
+    print(json.dumps(res) if args.json else "\n".join(
+        f"{k}: {v}" for k, v in res.items() if k != "points"))
+    return 0
+
+
 # ---------------------------------------------------------------------------- plot
 
 
@@ -452,7 +469,7 @@ def _plot(args) -> int:
 def register(subparsers) -> None:
     """Add the ``fit`` and ``plot`` subcommands to an argparse ``subparsers`` object."""
     fit = subparsers.add_parser("fit", help="fit scaling laws to sweep results")
-    kinds = fit.add_subparsers(dest="fit_kind", metavar="{chinchilla,kaplan,isoflop,envelope,downstream}", required=True)
+    kinds = fit.add_subparsers(dest="fit_kind", metavar="{chinchilla,kaplan,isoflop,envelope,downstream,moe}", required=True)
 
     p = kinds.add_parser("chinchilla", help="Approach 3: L = E + A/N^alpha + B/D^beta (Huber, 4,500 starts)")
     _add_data_args(p)
@@ -467,6 +484,13 @@ def register(subparsers) -> None:
     p = kinds.add_parser("isoflop", help="Approach 2: parabola per FLOP budget, N_opt ~ C^a, D_opt ~ C^b")
     _add_data_args(p)
     p.set_defaults(func=_fit_isoflop)
+
+    p = kinds.add_parser("moe", help="Clark 2022: log L = a log N + b log E + c log N log E + d")
+    p.add_argument("data", help="sweep directory or results file of experiments/moe.py")
+    p.add_argument("--loss-col", default="val_loss")
+    p.add_argument("--plot", default=None, metavar="DIR", help="write moe.png/.pdf into DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(func=_fit_moe)
 
     p = kinds.add_parser("envelope", help="Approach 1: min loss per FLOP bin over training curves")
     p.add_argument("data", help="sweep directory (reads trials/*/metrics.jsonl and results)")

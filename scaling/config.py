@@ -77,6 +77,11 @@ def default_config() -> ConfigDict:
         parametrization="sp",  # sp | mup (Tensor Programs V; scaling/model/mup.py)
         base_width=64,         # mup: the d_model at which mup and sp coincide
     ))
+    # Mixture of experts (scaling/model/moe.py): experts=0 = dense MLPs; E >= 1 experts in every
+    # `every`-th layer, top_k token-choice routing, capacity_factor*top_k*T/E slots per expert and
+    # sequence (0 = dropless), objective += aux_loss_weight*load-balancing + z_loss_weight*z-loss.
+    c.model.moe = ConfigDict(dict(experts=0, top_k=1, every=1, capacity_factor=1.25,
+                                  aux_loss_weight=0.01, z_loss_weight=0.001))
     c.data = ConfigDict(dict(
         name="kjv",            # kjv (built in) | files | any TFDS text dataset prepared under data_dir
         data_dir="",           # "" = $SCALING_DATA_DIR or ~/.cache/scaling/tfds
@@ -117,7 +122,8 @@ def default_config() -> ConfigDict:
         init_from="",          # "" = fresh init; a trained run dir (or its checkpoints/<step>):
                                # start from its parameters (fresh optimizer and schedule)
     ))
-    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, pipeline=1))  # -1 = fill the devices
+    # -1 = fill the devices; expert shards MoE experts (and the batch), scaling/parallel/mesh.py
+    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, pipeline=1, expert=1))
     c.pipeline = ConfigDict(dict(microbatches=0))     # GPipe microbatches; 0 = mesh.pipeline
     # Multi-process runs (docs/parallelism.md): coordinator "" = single process, unless auto=True,
     # which calls jax.distributed.initialize() with no arguments (SLURM / TPU pod auto-detection).
@@ -371,8 +377,11 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def result_config(cfg: ConfigDict) -> dict:
-    """The config as a plain dict without the NOT_RESULT_KEYS: what a run's result depends on."""
+    """The config as a plain dict without the NOT_RESULT_KEYS: what a run's result depends on.
+    A dense model (model.moe.experts=0) has no model.moe: its trial ids are those of before."""
     out = cfg.to_dict()
+    if not out["model"].get("moe", {}).get("experts", 0):
+        out["model"].pop("moe", None)
     for key in NOT_RESULT_KEYS:
         *parents, leaf = key.split(".")
         node = out
@@ -508,6 +517,9 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "model.init_std": (lambda v: v > 0, "> 0"),
     "model.norm_eps": (lambda v: v > 0, "> 0"),
     "model.rope_theta": (lambda v: v > 0, "> 0"),
+    "model.moe.capacity_factor": (lambda v: v >= 0, ">= 0 (0 = dropless)"),
+    "model.moe.aux_loss_weight": (lambda v: v >= 0, ">= 0"),
+    "model.moe.z_loss_weight": (lambda v: v >= 0, ">= 0"),
     "train.lr": (lambda v: v > 0, "> 0"),
     "train.warmup": (lambda v: v >= 0, ">= 0 (< 1: fraction of steps, >= 1: steps)"),
     "train.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -574,15 +586,16 @@ def validate(cfg: ConfigDict) -> None:
         _check(t.seq_len <= m.max_len,
                f"train.seq_len={t.seq_len} exceeds model.max_len={m.max_len}; "
                f"raise model.max_len or lower train.seq_len")
-    for axis in ("data", "fsdp", "tensor", "pipeline"):
+    for axis in ("data", "fsdp", "tensor", "pipeline", "expert"):
         v = cfg.mesh[axis]
         _check(v == -1 or v >= 1, f"mesh.{axis} must be >= 1 or -1 (fill), got {v}")
-    _check(sum(cfg.mesh[a] == -1 for a in ("data", "fsdp", "tensor", "pipeline")) <= 1,
+    _check(sum(cfg.mesh[a] == -1 for a in ("data", "fsdp", "tensor", "pipeline", "expert")) <= 1,
            "at most one mesh axis may be -1 (fill the remaining devices)")
     _check(all(s.strip().isdigit() and int(s) > 0 for s in cfg.checkpoint.at.split(","))
            if cfg.checkpoint.at else True,
            f"checkpoint.at={cfg.checkpoint.at!r} must be positive steps separated by commas, "
            f"e.g. '300,600'")
+    _validate_moe(m)
     check_eval_config(cfg)
     _check_tokenizer_users(cfg)
 
@@ -600,6 +613,18 @@ def _check_tokenizer_users(cfg: ConfigDict) -> None:
 def checkpoint_steps(cfg: ConfigDict) -> list[int]:
     """The steps of `checkpoint.at` (validated by `validate`), sorted."""
     return sorted({int(s) for s in cfg.checkpoint.at.split(",")}) if cfg.checkpoint.at else []
+
+
+def _validate_moe(m: ConfigDict) -> None:
+    e = m.moe
+    _check(e.experts >= 0, f"model.moe.experts must be >= 0 (0 = dense), got {e.experts}")
+    if not e.experts:
+        return
+    _check(1 <= e.top_k <= e.experts, f"model.moe.top_k={e.top_k} must be in [1, model.moe."
+           f"experts={e.experts}]; route each token to at most as many experts as there are")
+    _check(e.every >= 1 and m.n_layers % e.every == 0,
+           f"model.moe.every={e.every} must be >= 1 and divide model.n_layers={m.n_layers} "
+           f"(every every-th layer is a MoE layer)")
 
 
 def to_json(cfg: ConfigDict) -> str:

@@ -3,10 +3,12 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
         python tests/parallel_equivalence.py OUT_DIR MESHES_JSON [STEPS]
 
-MESHES_JSON is a list of {"name", ["data", "fsdp", "tensor", "pipeline", "microbatches",
-"loss_chunk", "devices"]}: missing axes are 1 except data, which fills the devices (-1, as in the config);
-"devices" (default: all) takes the first n devices, e.g. 1 for the single-device reference;
-"parametrization" (default sp) trains μP at base width 8 (width multiplier 4) instead. Writes OUT_DIR/results.json
+MESHES_JSON is a list of {"name", ["data", "fsdp", "tensor", "pipeline", "expert", "microbatches",
+"loss_chunk", "devices", "moe", "parametrization"]}: missing axes are 1 except data, which fills the
+devices (-1, as in the config); "devices" (default: all) takes the first n devices, e.g. 1 for the
+single-device reference; "moe" (a dict of model.moe fields, default none: dense) makes the MLPs
+mixtures of experts; "parametrization" (default sp) trains μP at base width 8 (width multiplier 4)
+instead. Writes OUT_DIR/results.json
 ({name: {"losses", "specs", "mesh", "seconds"}}) and OUT_DIR/params_<name>.npz. Batches are random tokens
 keyed by step, so every mesh sees the same data without building a corpus. Used by
 tests/test_parallel.py; one process amortises the jax import and start-up over all meshes.
@@ -32,7 +34,8 @@ def equivalence_config(mesh: dict):
     c.model.update(dict(d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=64))
     c.train.update(dict(batch_size=16, seq_len=32, steps=10, lr=3e-3, seed=0))
     c.mesh.update({a: mesh.get(a, -1 if a == "data" else 1)
-                   for a in ("data", "fsdp", "tensor", "pipeline")})
+                   for a in ("data", "fsdp", "tensor", "pipeline", "expert")})
+    c.model.moe.update(mesh.get("moe", {}))
     c.pipeline.microbatches = mesh.get("microbatches", 0)
     c.train.loss_chunk = mesh.get("loss_chunk", -1)
     c.model.update(dict(parametrization=mesh.get("parametrization", "sp"), base_width=8))

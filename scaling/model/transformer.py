@@ -21,6 +21,7 @@ from flax import nnx
 from scaling.model import mup
 from scaling.model.attention import (DTYPES, Attention, cache_mask, layer_cache_shapes, meta,
                                      normal)
+from scaling.model.moe import STATS, MoE, moe_experts
 from scaling.model.positions import position_embeddings
 
 # `model.remat`: what a block keeps for the backward pass. "full" saves nothing (recomputes the
@@ -62,20 +63,70 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)); the MLP is a
+    mixture of experts (scaling/model/moe.py) when `moe`."""
 
-    def __init__(self, cfg, rngs: nnx.Rngs):
+    def __init__(self, cfg, rngs: nnx.Rngs, moe: bool = False):
         self.norm1, self.attn = make_norm(cfg, rngs), Attention(cfg, rngs)
-        self.norm2, self.mlp = make_norm(cfg, rngs), MLP(cfg, rngs)
+        self.norm2, self.mlp = make_norm(cfg, rngs), (MoE if moe else MLP)(cfg, rngs)
 
     def __call__(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):
         """x [B, T, D]; with a cache (see `Attention`), (x, updated cache)."""
+        x_BTD, cache, _ = self.forward(x_BTD, cache, **attn_kw)
+        return x_BTD if cache is None else (x_BTD, cache)
+
+    def forward(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):
+        """(x, updated cache or None, MoE statistics: {} for a dense MLP)."""
         a_BTD = self.attn(self.norm1(x_BTD), cache=cache, **attn_kw)
         if cache is not None:
             a_BTD, cache = a_BTD
         x_BTD = x_BTD + a_BTD
-        x_BTD = x_BTD + self.mlp(self.norm2(x_BTD))
+        m_BTD, stats = _as_pair(self.mlp(self.norm2(x_BTD)))
+        return x_BTD + m_BTD, cache, stats
+
+
+def _as_pair(out) -> tuple[jax.Array, dict]:
+    return out if isinstance(out, tuple) else (out, {})
+
+
+def _no_cache(out):
+    """(x, cache, stats) -> (x, stats)."""
+    return out[0], out[2]
+
+
+class BlockGroup(nnx.Module):
+    """`model.moe.every` consecutive blocks, the last with a MoE MLP: the unit the layer stack
+    repeats when MoE layers alternate with dense ones (stacked layers must be alike)."""
+
+    def __init__(self, cfg, rngs: nnx.Rngs):
+        self.every = cfg.moe.every
+        # Named attributes rather than an nnx.List: nnx.capture (scaling/train/step.py) fails to
+        # sort a state mixing the List's int keys with its own string keys (flax 0.12.8).
+        for j in range(self.every):
+            setattr(self, f"layer{j}", Block(cfg, rngs, moe=j == self.every - 1))
+
+    def __call__(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):
+        x_BTD, cache, _ = self.forward(x_BTD, cache, **attn_kw)
         return x_BTD if cache is None else (x_BTD, cache)
+
+    def forward(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):
+        """As `Block.forward`, with cache leaves [every, ...]."""
+        caches, stats = [], {}
+        for j in range(self.every):
+            layer = getattr(self, f"layer{j}")
+            c = None if cache is None else jax.tree.map(lambda a: a[j], cache)  # noqa: B023
+            x_BTD, c, s = layer.forward(x_BTD, c, **attn_kw)
+            caches.append(c)
+            stats = s or stats
+        if cache is not None:
+            cache = jax.tree.map(lambda *c: jnp.stack(c), *caches)
+        return x_BTD, cache, stats
+
+
+def layer_unit(cfg_model) -> int:
+    """Layers per element of the stack `Transformer.blocks`: `moe.every` for alternating MoE
+    layers, else 1."""
+    return cfg_model.moe.every if moe_experts(cfg_model) and cfg_model.moe.every > 1 else 1
 
 
 def init_cache(cfg_model, batch: int, cache_len: int) -> dict[str, jax.Array]:
@@ -99,10 +150,12 @@ class Transformer(nnx.Module):
             self.pos_embed = nnx.Param(normal(cfg.init_std)(rngs.params(), (cfg.max_len, D)),
                                        **meta(None, "embed"))
 
-        @nnx.split_rngs(splits=cfg.n_layers)
+        unit = layer_unit(cfg)
+
+        @nnx.split_rngs(splits=cfg.n_layers // unit)
         @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
         def make_blocks(rngs):
-            return Block(cfg, rngs)
+            return BlockGroup(cfg, rngs) if unit > 1 else Block(cfg, rngs, moe_experts(cfg) > 0)
 
         self.blocks = make_blocks(rngs)
         self.final_norm = make_norm(cfg, rngs)
@@ -143,47 +196,60 @@ class Transformer(nnx.Module):
         return self.logits(x_BTD), cache
 
     def run_blocks(self, x_BTD: jax.Array, cache: dict | None = None, **attn_kw):
-        """The L blocks on x [B, T, D]; with a cache ([L, ...] leaves), (x, updated cache)."""
+        """The L blocks on x [B, T, D]; with a cache ([L, ...] leaves), (x, updated cache).
+
+        With MoE layers and no cache, their statistics (`scaling.model.moe.STATS`, averaged over
+        the MoE layers) are sown as the intermediate "moe" (read with `nnx.capture(model,
+        nnx.Intermediate)`, as scaling/train/step.py does)."""
         policy = REMAT_POLICIES.get(getattr(self.cfg, "remat", "none"), "none")
 
         def apply(block, x_BTD, layer_cache):
             if policy == "none" or layer_cache is not None:
-                return block(x_BTD, layer_cache, **attn_kw)
+                return block.forward(x_BTD, layer_cache, **attn_kw)
             # Gradient checkpointing: keep only what `policy` saves of each block's forward pass
             # and recompute the rest in the backward pass (memory for compute).
-            return nnx.remat(lambda b, x: b(x), policy=policy)(block, x_BTD)
+            x_BTD, stats = nnx.remat(lambda b, x: _no_cache(b.forward(x)), policy=policy)(
+                block, x_BTD)
+            return x_BTD, None, stats
 
         # `scan_unroll` layers per loop iteration. A rolled loop compiles in time flat in depth;
         # unrolled, XLA fuses across layers and nothing is stacked per layer, which on CPU is
         # worth 25-40% of the step. 0 = auto: unrolled, except with remat, whose memory saving
         # XLA only keeps inside a loop (docs/benchmarks.md, "scan vs unrolled", "remat").
-        L = self.cfg.n_layers
+        unit = layer_unit(self.cfg)
+        L = self.cfg.n_layers // unit  # elements of the stack (layers, or groups of `unit`)
+        if cache is not None and unit > 1:
+            cache = jax.tree.map(lambda a: a.reshape(L, unit, *a.shape[1:]), cache)
         unroll = getattr(self.cfg, "scan_unroll", 0) or (L if policy == "none" else 1)
         if unroll >= L:
             # A Python loop over static slices of the stacked parameters: unlike
             # lax.scan(unroll=L), it does not stack every layer's residuals into [L, ...] buffers.
             graphdef, state = nnx.split(self.blocks)
             layer = lambda tree, i: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
-            new_caches = []
+            outs = []
             for i in range(L):
-                out = apply(nnx.merge(graphdef, layer(state, i)), x_BTD,
-                            None if cache is None else layer(cache, i))
-                x_BTD, new = out if cache is not None else (out, None)
-                new_caches.append(new)
-            if cache is None:
-                return x_BTD
-            return x_BTD, jax.tree.map(lambda *c: jnp.stack(c), *new_caches)
-
-        if cache is None:
-            @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, unroll=unroll)
+                x_BTD, new, stats = apply(nnx.merge(graphdef, layer(state, i)), x_BTD,
+                                          None if cache is None else layer(cache, i))
+                outs.append((new, stats))
+            cache, stats_L = jax.tree.map(lambda *c: jnp.stack(c), *outs)
+        elif cache is None:
+            @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0), unroll=unroll)
             def scan_blocks(x_BTD, block):
-                return apply(block, x_BTD, None)
-            return scan_blocks(x_BTD, self.blocks)
-
-        @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0), unroll=unroll)
-        def scan_cached(x_BTD, block, layer_cache):
-            return apply(block, x_BTD, layer_cache)
-        return scan_cached(x_BTD, self.blocks, cache)
+                x_BTD, _, stats = apply(block, x_BTD, None)
+                return x_BTD, stats
+            x_BTD, stats_L = scan_blocks(x_BTD, self.blocks)
+        else:
+            @nnx.scan(in_axes=(nnx.Carry, 0, 0), out_axes=(nnx.Carry, 0, 0), unroll=unroll)
+            def scan_cached(x_BTD, block, layer_cache):
+                return apply(block, x_BTD, layer_cache)
+            x_BTD, cache, stats_L = scan_cached(x_BTD, self.blocks, cache)
+        if cache is None:
+            if stats_L:
+                self.sow(nnx.Intermediate, "moe", {k: stats_L[k].mean() for k in STATS})
+            return x_BTD
+        if unit > 1:
+            cache = jax.tree.map(lambda a: a.reshape(L * unit, *a.shape[2:]), cache)
+        return x_BTD, cache
 
     # The two ends of the network, also used by the pipeline-parallel path
     # (scaling/parallel/gpipe.py), which runs `self.blocks` itself in stages.

@@ -1,7 +1,10 @@
 """The device mesh and the one table that maps logical axis names to mesh axes.
 
-Mesh axes, outermost to innermost: data, fsdp, pipeline, tensor (tensor innermost so that its
-frequent collectives stay on the fastest links). Parameters carry logical names (see model.py);
+Mesh axes, outermost to innermost: data, fsdp, pipeline, expert, tensor (tensor innermost so that
+its frequent collectives stay on the fastest links). `expert` shards the experts of a
+mixture-of-experts MLP (scaling/model/moe.py) and, like data, the batch: outside the MoE layers it
+is one more data-parallel axis, and inside them the change of sharding from tokens-over-`expert` to
+experts-over-`expert` is the token all-to-all (GShard, MaxText). Parameters carry logical names (see model.py);
 `RULES` says which mesh axis shards each. A dimension that the mesh axis does not divide is
 replicated instead (e.g. a 257-token byte vocabulary, or fewer KV heads than tensor shards, which
 Megatron and MaxText also replicate).
@@ -16,11 +19,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from scaling.errors import UserError
 
-AXES = ("data", "fsdp", "pipeline", "tensor")
+AXES = ("data", "fsdp", "pipeline", "expert", "tensor")
 
 # logical axis -> mesh axis (or tuple of axes, or None = replicated)
 RULES: dict[str | None, str | tuple[str, ...] | None] = {
-    "batch": ("data", "fsdp"),   # FSDP shards the batch too (ZeRO-3 style data parallelism)
+    "batch": ("data", "fsdp", "expert"),  # FSDP shards the batch too (ZeRO-3 style data
+                                          # parallelism), and so does the expert axis
+    "expert": "expert",          # the experts of a MoE MLP (expert parallelism)
+    "expert_batch": ("data", "fsdp"),  # token groups inside a MoE layer, once dispatched
     "layers": "pipeline",        # contiguous layer chunks = pipeline stages (scaling/parallel/gpipe.py)
     "vocab": "tensor",
     "embed": "fsdp",
@@ -34,7 +40,7 @@ RULES: dict[str | None, str | tuple[str, ...] | None] = {
 
 def mesh_shape(cfg_mesh, n_devices: int) -> dict[str, int]:
     """Resolve a -1 axis and check that the mesh uses exactly `n_devices`."""
-    sizes = {a: int(cfg_mesh[a]) for a in AXES}
+    sizes = {a: int(cfg_mesh.get(a, 1)) for a in AXES}  # configs from before `expert`: 1
     fill = [a for a, v in sizes.items() if v == -1]
     known = math.prod(v for v in sizes.values() if v != -1)
     if fill:
@@ -59,12 +65,20 @@ def make_mesh(cfg_mesh, devices=None) -> Mesh:
 
 def check_divisibility(cfg, mesh: Mesh | dict[str, int]) -> None:
     """One-line errors for shapes that the mesh (a Mesh, or its axis sizes) cannot split."""
-    s = dict(mesh) if isinstance(mesh, dict) else dict(mesh.shape)
+    s = {"expert": 1, **(dict(mesh) if isinstance(mesh, dict) else dict(mesh.shape))}
     m, t = cfg.model, cfg.train
-    batch_shards = s["data"] * s["fsdp"]
+    batch_shards = s["data"] * s["fsdp"] * s["expert"]
+    shard_axes = "mesh.data*mesh.fsdp" + ("*mesh.expert" if s["expert"] > 1 else "")
     if t.batch_size % batch_shards:
-        raise UserError(f"train.batch_size={t.batch_size} is not divisible by mesh.data*mesh.fsdp="
+        raise UserError(f"train.batch_size={t.batch_size} is not divisible by {shard_axes}="
                         f"{batch_shards}; use a multiple of {batch_shards}")
+    experts = m.moe.experts if "moe" in m else 0
+    if experts and experts % s["expert"]:
+        raise UserError(f"model.moe.experts={experts} is not divisible by mesh.expert="
+                        f"{s['expert']}; pick an expert axis dividing the number of experts")
+    if experts and s["pipeline"] > 1:
+        raise UserError("model.moe with mesh.pipeline > 1 is not supported (the pipeline does not "
+                        "carry the router's auxiliary losses); use mesh.pipeline=1")
     if m.n_heads % s["tensor"]:
         raise UserError(f"model.n_heads={m.n_heads} is not divisible by mesh.tensor={s['tensor']}; "
                         f"pick a tensor size dividing the number of heads")
@@ -77,7 +91,7 @@ def check_divisibility(cfg, mesh: Mesh | dict[str, int]) -> None:
                             f"pick a pipeline size dividing the number of layers")
         if (t.batch_size // batch_shards) % micro:
             raise UserError(f"the batch per data shard ({t.batch_size // batch_shards} = "
-                            f"train.batch_size/(mesh.data*mesh.fsdp)) is not divisible by "
+                            f"train.batch_size/({shard_axes})) is not divisible by "
                             f"pipeline.microbatches={micro}; change either")
 
 
@@ -89,15 +103,36 @@ def check_mesh(cfg, n_devices: int) -> dict[str, int]:
     return sizes
 
 
-def logical_sharding(names, shape, mesh: Mesh) -> NamedSharding:
-    """NamedSharding for an array with logical axis `names`, replicating dims that don't divide."""
+def logical_spec(names, shape, mesh_shape) -> P:
+    """PartitionSpec for logical axis `names` (RULES), replicating dims that don't divide."""
     spec = []
     for name, dim in zip(names, shape):
         axes = RULES[name]
         axes_t = (axes,) if isinstance(axes, str) else (axes or ())
-        n = math.prod(mesh.shape[a] for a in axes_t)
+        n = math.prod(mesh_shape[a] for a in axes_t)
         spec.append(axes if axes_t and n > 1 and dim % n == 0 else None)
-    return NamedSharding(mesh, P(*spec))
+    return P(*spec)
+
+
+def logical_sharding(names, shape, mesh: Mesh) -> NamedSharding:
+    """NamedSharding for an array with logical axis `names`, replicating dims that don't divide."""
+    return NamedSharding(mesh, logical_spec(names, shape, mesh.shape))
+
+
+def constrain(x: jax.Array, names) -> jax.Array:
+    """Constrain activation `x` to logical axes `names` under the mesh being traced with
+    (`jax.sharding.use_abstract_mesh`, set by the Trainer); without one (decoding, tests on one
+    device), `x` unchanged. How the MoE layer expresses its all-to-all (scaling/model/moe.py)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or "expert" not in mesh.shape:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_spec(names, x.shape, mesh.shape))
+
+
+def summary_axes(mesh: Mesh) -> dict[str, int]:
+    """Axis sizes as run summaries record them: `expert` only when used (> 1), so that dense
+    runs record the same mesh as before the expert axis existed."""
+    return {a: n for a, n in mesh.shape.items() if a != "expert" or n > 1}
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

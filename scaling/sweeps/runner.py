@@ -54,6 +54,7 @@ def collect(workdir: str, plan: dict | None = None) -> pd.DataFrame:
             row[col] = s.get(col, math.nan)
         row.update({k: s.get(k, math.nan) for k in (
             "steps", "warmup_steps", "tokens_per_param", "tokens_per_param_ne", "epochs",
+            "params_active", "params_non_embedding_active", "moe_experts",
             "val_loss_se", "bpb", "tokens_per_s", "mfu")})
         row.update(_spent(t, s, trunks))
         row["error"] = s.get("error", "")

@@ -311,6 +311,7 @@ class _Run:
                "mfu": tps * fpt / self.peak if timed else float("nan")}
         if self.cfg.train.nan_policy == "skip" or self.cfg.train.spike_window > 0:
             row["skipped"] = int(m["skipped"])
+        row.update({k: float(v) for k, v in m.items() if k.startswith("moe_")})  # last step's
         if self.is_main:
             self.log.write(row)
             if verbose:
@@ -382,6 +383,9 @@ class _Run:
             "skipped_steps": int(jax.device_get(self.state["guard"]["skipped"])),
             "params_total": desc["params_total"],
             "params_non_embedding": desc["params_non_embedding"],
+            "params_active": desc["params_active"],
+            "params_non_embedding_active": desc["params_non_embedding_active"],
+            "moe_experts": self.cfg.model.moe.experts,
             "flops_per_token": desc["flops_per_token"],
             "flops_convention": desc["flops_convention"],
             "tokens": tokens, "flops": desc["flops_per_token"] * tokens,
@@ -397,7 +401,7 @@ class _Run:
             "tokens_per_s": last["tokens_per_s"], "mfu": last["mfu"],
             "peak_flops": self.peak, "peak_source": self.peak_source,
             "wall_s": self.wall_s(),
-            "devices": jax.device_count(), "mesh": dict(self.mesh.shape),
+            "devices": jax.device_count(), "mesh": mesh_lib.summary_axes(self.mesh),
             "pipeline_microbatches": n_micro if n_stages > 1 else 1,
             "pipeline_bubble": pipeline.bubble_fraction(n_stages, n_micro),
         }

@@ -15,6 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from scaling.config import ConfigDict
 from scaling.model import mup
+from scaling.model.moe import aux_objective
 from scaling.model.transformer import Transformer, abstract_model
 from scaling.parallel import gpipe as pipeline
 from scaling.parallel import mesh as mesh_lib
@@ -72,26 +73,34 @@ class Trainer:
         return {"bad_step": i32(-1), "skipped": i32(0), "count": i32(0),
                 "hist": jnp.zeros((max(self.cfg.train.spike_window, 1),), jnp.float32)}
 
-    def _token_losses(self, params, tokens_BT1) -> jax.Array:
+    def _token_losses(self, params, tokens_BT1) -> tuple[jax.Array, dict]:
         """Next-token cross-entropy of every position: [B, T] float32 (scaling/train/loss.py;
-        in chunks of `train.loss_chunk` positions, never the whole [B, T, V] logits)."""
+        in chunks of `train.loss_chunk` positions, never the whole [B, T, V] logits), and the
+        MoE router statistics ({} for a dense model; scaling/model/moe.py)."""
         model = nnx.merge(self.graphdef, params)
         x_BTD = model.embed_inputs(tokens_BT1[:, :-1])
         n_stages = self.mesh.shape["pipeline"]
         if n_stages == 1:
-            x_BTD = model.run_blocks(x_BTD)
+            # The mesh in the trace lets the MoE layers constrain their dispatched tokens.
+            with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+                x_BTD, sown = nnx.capture(model.run_blocks, nnx.Intermediate)(x_BTD)
         else:  # GPipe over the stacked blocks; the loss runs after the last stage
             x_BTD = pipeline.run_blocks(model.blocks, x_BTD, n_stages,
                                         pipeline.num_microbatches(self.cfg), self.mesh)
-        return token_cross_entropy(model.logits, x_BTD, tokens_BT1[:, 1:], self.loss_chunk)
+            sown = {}  # MoE is refused with a pipeline
+        moe = nnx.to_pure_dict(sown).get("moe", ({},))[0] if sown else {}
+        return token_cross_entropy(model.logits, x_BTD, tokens_BT1[:, 1:], self.loss_chunk), moe
 
-    def _loss(self, params, tokens_BT1) -> jax.Array:
-        """Mean next-token cross-entropy over the batch (the training objective)."""
-        return self._token_losses(params, tokens_BT1).mean()
+    def _loss(self, params, tokens_BT1) -> tuple[jax.Array, tuple[jax.Array, dict]]:
+        """The training objective: mean next-token cross-entropy over the batch, plus the MoE
+        router losses; aux (cross-entropy, MoE statistics)."""
+        losses_BT, moe = self._token_losses(params, tokens_BT1)
+        loss = losses_BT.mean()
+        return (loss + aux_objective(moe, self.cfg.model.moe) if moe else loss), (loss, moe)
 
     def _seq_losses(self, params, tokens_BT1) -> jax.Array:
         """Mean next-token cross-entropy of each sequence: [B] (validation, its spread)."""
-        return self._token_losses(params, tokens_BT1).mean(axis=1)
+        return self._token_losses(params, tokens_BT1)[0].mean(axis=1)
 
     def step(self, state, tokens_BT1):
         """One jitted optimizer step (donates `state`): returns (new state, metrics)."""
@@ -99,7 +108,8 @@ class Trainer:
 
     def _step(self, state, tokens_BT1, hp):
         tx, schedule = make_optimizer(self.cfg.train, hp, self.lr_mults)  # structure of self.tx
-        loss, grads = jax.value_and_grad(self._loss)(state["params"], tokens_BT1)
+        (_, (loss, moe)), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            state["params"], tokens_BT1)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         grad_norm = optax.tree.norm(grads)
@@ -109,7 +119,7 @@ class Trainer:
             params = jax.tree.map(keep, params, state["params"])
             opt_state = jax.tree.map(keep, opt_state, state["opt_state"])
         metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state["step"]),
-                   "skipped": guard["skipped"], "bad_step": guard["bad_step"]}
+                   "skipped": guard["skipped"], "bad_step": guard["bad_step"], **moe}
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
                 "guard": guard}, metrics
 
