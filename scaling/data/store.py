@@ -349,6 +349,12 @@ def open_split(path: str, split: str):
     return parts[0] if len(parts) == 1 else ShardedTokens(parts)
 
 
+def split_tokens(cfg_data, split: str) -> int:
+    """Tokens in a split, from the store's index (prepared on first use); no shard is opened."""
+    path = prepare(cfg_data, split, progress=False)
+    return int(read_index(path)["splits"][split_name(cfg_data, split)]["tokens"])
+
+
 def load_tokens(cfg_data, split: str):
     """A split as one flat token array (documents + EOS each), memory-mapped from the store
     (prepared on first use)."""
