@@ -101,6 +101,18 @@ def _fit_or_warn(good: pd.DataFrame, loss_col: str, bootstrap: int, log) -> tupl
     return fit, [f"[fit] {w}" for w in fit["warnings"]]  # coded like `scaling fit` prints them
 
 
+def _vocab_plot(df: pd.DataFrame, outdir: str, warnings: list[str]) -> list[str]:
+    """bpb vs vocabulary per size, for tables with a data.tokenizer axis and val_bpb."""
+    from analysis.plots.vocab import has_vocab_axis, plot_vocab
+    if not has_vocab_axis(df):
+        return []
+    try:
+        return plot_vocab(df, outdir)
+    except AnalysisInputError as exc:
+        warnings.append(f"no vocabulary plot: {exc}")
+        return []
+
+
 def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[[str], None] = print,
                  bootstrap: int = DEFAULT_BOOTSTRAP, plot_dir: str | None = None,
                  fit: bool = True) -> dict:
@@ -137,6 +149,7 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
         paths = plot_sweep(good, plot_dir or os.path.join(workdir, "plots"), fit=result)
     except AnalysisInputError as exc:
         warnings.append(f"no plots: {exc}")
+    paths += _vocab_plot(df, plot_dir or os.path.join(workdir, "plots"), warnings)
     for wline in warnings:  # on stderr, like every other warning of the tool
         print(f"warning: {wline}", file=sys.stderr, flush=True)
     if noise:
