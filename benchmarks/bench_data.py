@@ -226,7 +226,7 @@ def raw_encode_rate(cfg_data, tokenizer_path: str) -> dict:
             "mb_per_s": nbytes / 1e6 / enc_s, "threads": "rayon default (one per core)"}
 
 
-def loader_overhead(cfg, steps: int) -> dict:
+def loader_overhead(cfg, steps: int, repeats: int) -> dict:
     """Median seconds of TokenBatches.batch(step) vs the trainer's step on the same config."""
     import numpy as np
     from scaling.bench.harness import _OurLoop, interleaved
@@ -240,7 +240,7 @@ def loader_overhead(cfg, steps: int) -> dict:
         t0 = time.perf_counter()
         data.batch(int(s))
         times.append(time.perf_counter() - t0)
-    step = interleaved({"step": _OurLoop(Trainer(cfg, mesh_lib.make_mesh(cfg.mesh)), cfg)}, 3)
+    step = interleaved({"step": _OurLoop(Trainer(cfg, mesh_lib.make_mesh(cfg.mesh)), cfg)}, repeats)
     batch_s, step_s = statistics.median(times), step["step"]["median_s"]
     t = cfg.train
     return {"batch_size": t.batch_size, "seq_len": t.seq_len, "d_model": cfg.model.d_model,
@@ -287,7 +287,7 @@ def run(args) -> dict:
         text_bytes = sum(s["text_bytes"] for s in index["splits"].values())
         raw_mb_s = (raw_before["mb_per_s"] + raw_after["mb_per_s"]) / 2
         prep_mb_s = text_bytes / 1e6 / prep["wall_s"]
-        loader = loader_overhead(cfg, 50 if args.quick else 200)
+        loader = loader_overhead(cfg, 50 if args.quick else 200, 1 if args.quick else 3)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
