@@ -9,7 +9,7 @@ per model size, and does it grow with the size? Two choices make tokenizers comp
 
 * the loss is read in bits per UTF-8 byte of validation text (`val_bpb`), not nats per token;
 * every trial of a size trains on the same TEXT, TEXT_BYTES bytes of the KJV train split
-  (~0.25 epochs), as Tao et al. count data in characters: `train.tokens` = TEXT_BYTES / the
+  (~0.2 epochs), as Tao et al. count data in characters: `train.tokens` = TEXT_BYTES / the
   tokenizer's bytes per token on the train split, read from its token store (built and the
   bpe trained on first use, a few seconds each, when the sweep is planned). A larger vocabulary
   thus takes fewer, more expensive steps: its embedding and output layer grow with V, which
@@ -26,7 +26,7 @@ from scaling.sweeps import grid
 
 SIZES = [grid.size(32, 2, 2), grid.size(64, 2, 4), grid.size(128, 2, 4)]
 TOKENIZERS = ["byte", "bpe:512", "bpe:1024", "bpe:2048", "bpe:4096", "bpe:8192"]
-TEXT_BYTES = 1_000_000
+TEXT_BYTES = 800_000
 PILOT = dict(sizes=SIZES[:1], tokenizers=["byte", "bpe:512"], text_bytes=60_000)
 
 
