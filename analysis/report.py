@@ -120,6 +120,18 @@ def _ability_plots(workdir: str, outdir: str, bootstrap: int) -> tuple[list[str]
     return paths + more, warnings + w
 
 
+def _vocab_plot(df: pd.DataFrame, outdir: str, warnings: list[str]) -> list[str]:
+    """bpb vs vocabulary per size, for tables with a data.tokenizer axis and val_bpb."""
+    from analysis.plots.vocab import has_vocab_axis, plot_vocab
+    if not has_vocab_axis(df):
+        return []
+    try:
+        return plot_vocab(df, outdir)
+    except AnalysisInputError as exc:
+        warnings.append(f"no vocabulary plot: {exc}")
+        return []
+
+
 def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[[str], None] = print,
                  bootstrap: int = DEFAULT_BOOTSTRAP, plot_dir: str | None = None,
                  fit: bool = True) -> dict:
@@ -158,6 +170,7 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
         warnings.append(f"no plots: {exc}")
     more, w = _ability_plots(workdir, plot_dir or os.path.join(workdir, "plots"), bootstrap)
     paths, warnings = paths + more, warnings + w
+    paths += _vocab_plot(df, plot_dir or os.path.join(workdir, "plots"), warnings)
     for wline in warnings:  # on stderr, like every other warning of the tool
         print(f"warning: {wline}", file=sys.stderr, flush=True)
     if noise:

@@ -144,12 +144,13 @@ def _report(workdir: str, df) -> None:
 def _warn_plan(trials) -> None:
     """Guardrails on the planned trials (steps, warmup, epochs, mixtures) before any training.
 
-    Epochs need the train split's size: read from the token cache (built on first use, as the
-    first trial would); if the data cannot be opened here, the epochs check is skipped.
+    Epochs need the train split's size: its token count in the token store's index (the store
+    is built on first use, as the first trial would); if the data cannot be opened here, the
+    epochs check is skipped. Epochs count whole windows, as the trainer does.
     """
     from analysis.guardrails import check_plan, format_warnings
     from scaling import counting
-    from scaling.data.store import load_tokens
+    from scaling.data.store import split_tokens
     from scaling.train.optim import warmup_steps
 
     sizes: dict[str, float] = {}
@@ -159,10 +160,12 @@ def _warn_plan(trials) -> None:
         key = json.dumps([c.data.to_dict(), c.data.train_split], sort_keys=True)
         if key not in sizes:
             try:
-                sizes[key] = float(len(load_tokens(c.data, c.data.train_split)))
+                sizes[key] = float(split_tokens(c.data, c.data.train_split))
             except (UserError, OSError):
                 sizes[key] = float("nan")
-        rows.append({"trial_id": t.trial_id, "steps": c.train.steps, "epochs": d["tokens"] / sizes[key],
+        window_tokens = (sizes[key] - 1) // c.train.seq_len * c.train.seq_len
+        rows.append({"trial_id": t.trial_id, "steps": c.train.steps,
+                     "epochs": d["tokens"] / window_tokens if window_tokens > 0 else float("nan"),
                      "warmup_steps": float(warmup_steps(c.train)),
                      "data.mixture": c.data.mixture, "data.name": c.data.name})
     warns = check_plan(rows)

@@ -198,6 +198,22 @@ def test_store_reads_windows_across_shards(tmp_path):
     assert index["splits"]["train"]["text_bytes"] == sum(len(t.encode()) for t in docs)
 
 
+def test_largest_units_first_and_split_size_from_the_index(tmp_path, monkeypatch):
+    for seed, docs in enumerate((10, 80, 30)):   # units 0, 1, 2: small, large, middle
+        write_jsonl(tmp_path / "c", files=1, docs=docs, seed=seed)
+    cfg = files_cfg(tmp_path, str(tmp_path / "c" / "*.jsonl"))
+    order, write_unit = [], store._write_unit
+    monkeypatch.setattr(store, "_write_unit", lambda c, u, i, *a: order.append(i) or
+                        write_unit(c, u, i, *a))
+    n = len(store.load_tokens(cfg.data, "train"))
+    assert order == [1, 2, 0]
+    index = store.read_index(store.prepare(cfg.data))
+    assert [s["file"] for s in index["splits"]["train"]["shards"]] == [
+        f"train-0000{i}.tok" for i in range(3)]        # shard numbers follow the plan
+    monkeypatch.setattr(store, "open_split", lambda *a: pytest.fail("shards were opened"))
+    assert store.split_tokens(cfg.data, "train") == n
+
+
 def _prepare_cmd(cfg_dir: str, pattern: str, workers: int) -> list[str]:
     return [sys.executable, "-m", "scaling.cli", "data", "prepare", "--config.data.name=files",
             f"--config.data.files={pattern}", f"--config.data.data_dir={cfg_dir}",

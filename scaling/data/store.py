@@ -217,6 +217,9 @@ def _run_units(cfg_data, units: list[Unit], out: str, splits: tuple[str, ...], t
     todo = [i for i in range(len(units))
             if not os.path.exists(os.path.join(out, f"unit-{i:05d}.json"))]
     done = sum(u.nbytes for u in units) - sum(units[i].nbytes for i in todo)
+    # Largest units first: the pool then ends with small ones, so no worker finishes long
+    # after the others (a unit's shard number is fixed by i, whatever order it runs in).
+    todo.sort(key=lambda i: -units[i].nbytes)
     jobs = [(units[i], i, out, splits, _dtype(tokenizer)) for i in todo]
     bar = tqdm(total=sum(u.nbytes for u in units), initial=done, unit="B", unit_scale=True,
                unit_divisor=1000, desc=f"prepare {cfg_data.name} {cfg_data.tokenizer}",
@@ -344,6 +347,12 @@ def open_split(path: str, split: str):
                             f"and run `scaling data prepare` again")
         parts.append(np.memmap(file, dtype=index["dtype"], mode="r"))
     return parts[0] if len(parts) == 1 else ShardedTokens(parts)
+
+
+def split_tokens(cfg_data, split: str) -> int:
+    """Tokens in a split, from the store's index (prepared on first use); no shard is opened."""
+    path = prepare(cfg_data, split, progress=False)
+    return int(read_index(path)["splits"][split_name(cfg_data, split)]["tokens"])
 
 
 def load_tokens(cfg_data, split: str):
