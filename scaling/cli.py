@@ -294,13 +294,47 @@ def cmd_collect(args) -> int:
     return 0
 
 
+def _with_config(sp, required=True):
+    sp.add_argument("--config", required=required, default=None,
+                    help="experiment file FILE[:ARG]; override fields with --config.KEY=VALUE")
+
+
+def _add_tool_commands(sub) -> None:
+    """status, collect, bench, mup-check: the commands around the training path."""
+    sp = sub.add_parser("status", help="progress of a sweep's trials, with ETA")
+    sp.add_argument("workdir", metavar="DIR")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("collect", help="write DIR/results.parquet and results.csv")
+    sp.add_argument("workdir", metavar="DIR")
+    sp.set_defaults(func=cmd_collect)
+
+    sp = sub.add_parser("bench", help="benchmark the trainer vs a plain JAX loop on a model ladder")
+    sp.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    sp.add_argument("--out", default=None,
+                    help="result file (default benchmarks/results/bench_<platform>.json)")
+    sp.add_argument("--sizes", default=None, help="comma-separated ladder sizes, e.g. d64,d128")
+    sp.add_argument("--quick", action="store_true", help="a tiny ladder (for tests)")
+    sp.add_argument("--repeats", type=int, default=None, help="timed repeats per size")
+    sp.add_argument("--no-ablations", action="store_true",
+                    help="skip scan/remat/bf16 ablations")
+    sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("mup-check", help="coordinate check: activation RMS per layer vs width, "
+                                          "SP vs μP (scaling/bench/mup_check.py)")
+    sp.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated d_model")
+    sp.add_argument("--steps", type=int, default=5, help="Adam steps before the last measurement")
+    sp.add_argument("--out", default=None,
+                    help="result JSON (default benchmarks/results/mup_check.json)")
+    sp.add_argument("--plots", default=None, help="plot directory (default: beside --out)")
+    sp.set_defaults(func=cmd_mup_check)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scaling", description="LLM scaling-law experiments in JAX/Flax.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def with_config(sp, required=True):
-        sp.add_argument("--config", required=required, default=None,
-                        help="experiment file FILE[:ARG]; override fields with --config.KEY=VALUE")
+    with_config = _with_config
 
     sp = sub.add_parser("describe", help="print the resolved config, parameter counts and FLOPs")
     with_config(sp, required=False)
@@ -363,35 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(dp, required=False)
     dp.set_defaults(func=cmd_data_prepare)
 
-    sp = sub.add_parser("status", help="progress of a sweep's trials, with ETA")
-    sp.add_argument("workdir", metavar="DIR")
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_status)
-
-    sp = sub.add_parser("collect", help="write DIR/results.parquet and results.csv")
-    sp.add_argument("workdir", metavar="DIR")
-    sp.set_defaults(func=cmd_collect)
-
-    sp = sub.add_parser("bench", help="benchmark the trainer vs a plain JAX loop on a model ladder")
-    sp.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    sp.add_argument("--out", default=None,
-                    help="result file (default benchmarks/results/bench_<platform>.json)")
-    sp.add_argument("--sizes", default=None, help="comma-separated ladder sizes, e.g. d64,d128")
-    sp.add_argument("--quick", action="store_true", help="a tiny ladder (for tests)")
-    sp.add_argument("--repeats", type=int, default=None, help="timed repeats per size")
-    sp.add_argument("--no-ablations", action="store_true",
-                    help="skip scan/remat/bf16 ablations")
-    sp.set_defaults(func=cmd_bench)
-
-    sp = sub.add_parser("mup-check", help="coordinate check: activation RMS per layer vs width, "
-                                          "SP vs μP (scaling/bench/mup_check.py)")
-    sp.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated d_model")
-    sp.add_argument("--steps", type=int, default=5, help="Adam steps before the last measurement")
-    sp.add_argument("--out", default=None,
-                    help="result JSON (default benchmarks/results/mup_check.json)")
-    sp.add_argument("--plots", default=None, help="plot directory (default: beside --out)")
-    sp.set_defaults(func=cmd_mup_check)
-
+    _add_tool_commands(sub)
     from analysis import cli as analysis_cli
     analysis_cli.register(sub)
     return p
