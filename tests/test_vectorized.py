@@ -115,3 +115,37 @@ def test_group_key_ignores_only_seed_and_optimizer_numbers():
     piped = tiny_config()
     piped.mesh.pipeline = 2
     assert group_key(piped) is None
+
+
+# ------------------------------------------------------------------ the sweep runner
+
+def _summaries(workdir):
+    from scaling.sweeps import store
+    plan = store.read_plan(workdir)
+    return {t["trial_id"]: store.read_summary(store.trial_dir(workdir, t["trial_id"]))
+            for t in plan["trials"]}
+
+
+def test_sweep_groups_lr_trials_and_equals_an_unvectorised_sweep(tmp_path):
+    from scaling.sweeps.runner import run_sweep
+    spec = "tests/vector_experiment.py:lr"
+    assert run_sweep(spec, [], str(tmp_path / "v")) == 0
+    assert run_sweep(spec, [], str(tmp_path / "s"), group_size=1) == 0
+    v, s = _summaries(str(tmp_path / "v")), _summaries(str(tmp_path / "s"))
+    assert sorted(v) == sorted(s) and len(v) == 4
+    for tid in v:
+        assert v[tid]["status"] == "done" and v[tid].get("group_size") == 4
+        assert "group_size" not in s[tid]
+        assert abs(v[tid]["val_loss"] - s[tid]["val_loss"]) <= 1e-5
+        assert abs(v[tid]["loss"] - s[tid]["loss"]) <= 1e-5
+
+
+def test_parallel_workers_each_claim_a_group(tmp_path):
+    from conftest import run_cli
+    w = str(tmp_path / "p")
+    r = run_cli("sweep", "--config", "tests/vector_experiment.py", "--workdir", w,
+                "--parallel", "2")
+    assert r.returncode == 0, r.stderr
+    summaries = _summaries(w)
+    assert [x["status"] for x in summaries.values()] == ["done"] * 4
+    assert [x["group_size"] for x in summaries.values()] == [2] * 4  # 4 trials / 2 workers
