@@ -1,6 +1,7 @@
 """Vectorised trials (scaling/train/group.py): a group of seeds or lrs trained in one vmapped step
 equals the trials trained separately, each with its own complete trial dir; a stopped group
 resumes; the sweep runner forms groups and can be told not to."""
+import json
 import os
 
 import numpy as np
@@ -149,3 +150,52 @@ def test_parallel_workers_each_claim_a_group(tmp_path):
     summaries = _summaries(w)
     assert [x["status"] for x in summaries.values()] == ["done"] * 4
     assert [x["group_size"] for x in summaries.values()] == [2] * 4  # 4 trials / 2 workers
+
+
+def test_sigkilled_group_sweep_reruns_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL a sweep while its seeds train as one group (each past a checkpoint), rerun it:
+    the group resumes from the common checkpoint, no line twice, losses as a straight run."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_cli
+    w = str(tmp_path / "sweep")
+    cmd = ["sweep", "--config", "tests/sweep_experiment.py:40", "--workdir", w]
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", *cmd], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = os.path.join(w, "trials")
+
+    def ckpts(t):
+        d = os.path.join(trials, t, "checkpoints")
+        return [int(x) for x in os.listdir(d) if x.isdigit()] if os.path.isdir(d) else []
+    try:
+        import time
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            names = os.listdir(trials) if os.path.isdir(trials) else []
+            # all at the same newest checkpoint (a kill between the members' commits would
+            # leave them at different steps: then they resume one by one, GroupMismatch)
+            if len(names) == 3 and all(ckpts(t) for t in names) \
+                    and len({max(ckpts(t)) for t in names}) == 1:
+                break
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    names = sorted(os.listdir(trials))
+    assert len(names) == 3 and all(ckpts(t) for t in names)
+    assert not any(os.path.exists(os.path.join(trials, t, "summary.json")) for t in names)
+    again = run_cli(*cmd)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for t in names:
+        s = json.load(open(os.path.join(trials, t, "summary.json")))
+        assert s["status"] == "done" and s["group_size"] == 3 and s["resumed_from"] >= 10
+        assert [r["step"] for r in _rows(os.path.join(trials, t))] == list(range(1, 41))
+    seed0 = next(t for t in names
+                 if json.load(open(os.path.join(trials, t, "config.json")))["train"]["seed"] == 0)
+    ref = run_cli("train", "--config", "tests/sweep_experiment.py:40", "--workdir",
+                  str(tmp_path / "ref"), "--json")
+    assert ref.returncode == 0, ref.stderr
+    np.testing.assert_allclose([r["loss"] for r in _rows(os.path.join(trials, seed0))],
+                               [r["loss"] for r in _rows(tmp_path / "ref")], atol=1e-5)

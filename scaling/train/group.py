@@ -135,7 +135,8 @@ class _Group:
                 on_step(step, steps)
             if step == steps:
                 break
-            stopping, due = self.runs[0].poll(step, stop)  # one process: its timer serves all
+            # one process: the first live member's checkpoint timer serves all
+            stopping, due = self.live()[0][1].poll(step, stop)
             if stopping or due:
                 self.save(step)
                 window.restart_clock()
