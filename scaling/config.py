@@ -391,6 +391,24 @@ def result_config(cfg: ConfigDict) -> dict:
     return out
 
 
+# Keys in which trials of one vectorised group may differ (scaling/train/group.py): the seed and
+# the optimizer's numbers, which the jitted step takes as traced arguments (optimizer_hparams).
+GROUP_FREE_KEYS = ("name", "train.seed", "train.lr", "train.b1", "train.b2", "train.weight_decay",
+                   "train.min_lr_ratio", "train.warmup", "train.grad_clip")
+
+
+def group_key(cfg: ConfigDict) -> str | None:
+    """Trials with equal keys can train as one vectorised group (the same shapes, data, steps,
+    schedule kind, logging, validation and checkpointing: everything but GROUP_FREE_KEYS, and
+    whether gradients are clipped); None: this trial never groups (pipeline stages, or
+    `train.init_from`)."""
+    if cfg.mesh.pipeline > 1 or cfg.train.init_from:
+        return None
+    kept = {k: v for k, v in flatten(cfg.to_dict()).items() if k not in GROUP_FREE_KEYS}
+    kept["clipped"] = cfg.train.grad_clip > 0
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
 # ---------------------------------------------------------------------------- resolution
 
 BYTE_VOCAB = 257        # the byte tokenizer: 256 bytes + end-of-document

@@ -27,6 +27,7 @@ The files a trial reads and writes (summary, lock, plan) are defined in `store.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -40,7 +41,7 @@ from scaling.config import ConfigDict
 from scaling.errors import Stopped, UserError, write_failure
 from scaling.fileio import write_json_atomic
 from scaling.startup import setup_jax
-from scaling.sweeps.plan import Trial, expand
+from scaling.sweeps.plan import Trial, expand, vector_groups
 from scaling.sweeps.store import (branch_source, finished, read_plan, read_summary,
                                   record_failure, repair_config, seed_branch, trial_dir,
                                   trial_lock)
@@ -95,6 +96,76 @@ def claim_and_run(cfg: ConfigDict, tdir: str, label: str, *, progress: bool = Fa
         return "ran"
 
 
+def _report(tdir: str, label: str, result) -> None:
+    """A group member's outcome, as `run_trial` reports a trial's: task evals and the summary
+    line for a finished one, the failure recorded for one that failed."""
+    from scaling.evals.trained import evaluate_trained
+    from scaling.train.loop import summary_text
+    if isinstance(result, BaseException):
+        what = " ".join(str(result).split())
+        record_failure(tdir, what, "".join(traceback.format_exception(result)))
+        print(f"[{label}]: FAILED {what}", flush=True)
+        return
+    try:
+        print(f"[{label}]: {summary_text(evaluate_trained(tdir, result))}", flush=True)
+    except Exception as e:  # noqa: BLE001 - its evals failed: recorded like run_trial does
+        _report(tdir, label, e)
+
+
+def run_group(trials: list[Trial], tdirs: list[str], labels: list[str], *,
+              progress: bool = False) -> None:
+    """Train claimed trials (their locks held) as one vectorised group (scaling/train/group.py);
+    when they cannot be one (`GroupMismatch`: e.g. different resume steps, several devices) or
+    the group fails as a whole, one after another as usual (`run_trial`)."""
+    from scaling.train.group import GroupMismatch, train_group
+    from scaling.train.signals import TrainingStopped
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=trials[0].cfg.train.steps, desc=f"group of {len(trials)}", unit="step",
+               leave=False, mininterval=0.5, disable=not progress)
+    try:
+        results = train_group([t.cfg for t in trials], tdirs,
+                              on_step=lambda step, total: bar.update(step - bar.n))
+    except GroupMismatch as e:
+        print(f"[{labels[0]} +{len(trials) - 1}]: not vectorised ({e}); one at a time", flush=True)
+        results = None
+    except TrainingStopped:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory for G copies: train them singly
+        print(f"[{labels[0]} +{len(trials) - 1}]: the vectorised group failed "
+              f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); one at a time", flush=True)
+        results = None
+    finally:
+        bar.close()
+    for t, tdir, label, result in zip(trials, tdirs, labels, results or [None] * len(trials)):
+        if results is None:
+            run_trial(t.cfg, tdir, label, progress=progress)
+        else:
+            _report(tdir, label, result)
+
+
+def claim_group(workdir: str, group: list[Trial], label, *, progress: bool = False) -> set[str]:
+    """Claim every unfinished trial of `group` (its lock; `claim_and_run`'s rule) and train the
+    claimed ones together (`run_group`; a lone one alone). Returns the ids trained here."""
+    with contextlib.ExitStack() as stack:
+        mine = []
+        for k, t in group:
+            tdir = trial_dir(workdir, t.trial_id)
+            if finished(tdir) or not stack.enter_context(trial_lock(tdir)) or finished(tdir):
+                continue
+            if repair_config(tdir):
+                print(f"[{label(k, t)}]: config.json was unreadable; moved to "
+                      f"config.json.damaged and rewritten from the sweep's plan", flush=True)
+            mine.append((k, t, tdir))
+        if len(mine) == 1:
+            k, t, tdir = mine[0]
+            run_trial(t.cfg, tdir, label(k, t), progress=progress)
+        elif mine:
+            run_group([t for _, t, _ in mine], [d for *_, d in mine],
+                      [label(k, t) for k, t, _ in mine], progress=progress)
+        return {t.trial_id for _, t, _ in mine}
+
+
 def _gate(workdir: str, t: Trial, label: str):
     """A wsd branch's readiness: (None, prepare) to train it now, ("wait", None) while its
     trunk has not reached the branch step, ("failed", None) once recorded as failed."""
@@ -113,12 +184,19 @@ def _gate(workdir: str, t: Trial, label: str):
 
 
 def run_claims(workdir: str, trials: list[Trial], label, *, progress: bool = False,
-               poll_s: float = 1.0) -> None:
+               poll_s: float = 1.0, group_size: int = 1) -> None:
     """Claim and train `trials` in order (`label(k, t)` names them in output) until each is
-    finished, or running in another process. A wsd branch waits (polling every `poll_s`) for
+    finished, or running in another process. With `group_size` > 1, trials that differ only in
+    seed or optimizer numbers are first claimed and trained as vectorised groups of up to that
+    many (`plan.vector_groups`, `claim_group`). A wsd branch waits (polling every `poll_s`) for
     its trunk's checkpoint; a trunk held by another process stays on the list while a branch of
     it waits, so it is claimed here if that process dies."""
-    todo, told, k_of = list(trials), set(), {t.trial_id: k for k, t in enumerate(trials, 1)}
+    k_of = {t.trial_id: k for k, t in enumerate(trials, 1)}
+    done_here: set[str] = set()
+    for group in vector_groups(trials, group_size):
+        done_here |= claim_group(workdir, [(k_of[t.trial_id], t) for t in group], label,
+                                 progress=progress)
+    todo, told = [t for t in trials if t.trial_id not in done_here], set()
     while todo:
         waiting, ran = [], False
         parents = {t.parent for t in todo if t.parent}
@@ -142,10 +220,12 @@ def run_claims(workdir: str, trials: list[Trial], label, *, progress: bool = Fal
         todo = waiting
 
 
-def run_local(workdir: str, trials: list) -> None:
-    """The `local` launcher: the trials one after another in this process, with a progress bar."""
+def run_local(workdir: str, trials: list, group_size: int = 1) -> None:
+    """The `local` launcher: the trials one after another in this process (vectorised groups of
+    up to `group_size`), with a progress bar."""
     n = len(trials)
-    run_claims(workdir, trials, lambda k, t: f"{k}/{n} {t.trial_id}", progress=True)
+    run_claims(workdir, trials, lambda k, t: f"{k}/{n} {t.trial_id}", progress=True,
+               group_size=group_size)
 
 
 # ------------------------------------------------------------------ local --parallel N
@@ -237,7 +317,7 @@ def _raise_stopped(signum, frame):
     raise Stopped(signum)
 
 
-def run_parallel(workdir: str, n: int, *, grace_s: float = 60.0) -> list[int]:
+def run_parallel(workdir: str, n: int, *, grace_s: float = 60.0, group_size: int = 1) -> list[int]:
     """Start n workers on the sweep in `workdir` (its sweep.json) and wait; returns exit codes.
 
     SIGTERM or SIGINT to this process (SLURM preemption, `timeout`, Ctrl-C, a CI cancel) is
@@ -256,7 +336,7 @@ def run_parallel(workdir: str, n: int, *, grace_s: float = 60.0) -> list[int]:
     try:
         for k in range(n):
             cmd = [sys.executable, "-m", "scaling.sweeps.launchers", "worker", workdir,
-                   "--id", str(k)]
+                   "--id", str(k), "--group-size", str(group_size)]
 
             def setup(cpus=cpu_sets[k]):
                 os.sched_setaffinity(0, cpus)
@@ -280,8 +360,9 @@ def run_parallel(workdir: str, n: int, *, grace_s: float = 60.0) -> list[int]:
             signal.signal(sig, handler)
 
 
-def worker_main(workdir: str, worker_id: int) -> int:
-    """A worker: claim unfinished trials of the sweep one at a time until none is left."""
+def worker_main(workdir: str, worker_id: int, group_size: int = 1) -> int:
+    """A worker: claim unfinished trials of the sweep (a vectorised group at a time, each
+    trial under its own lock) until none is left."""
     setup_jax()
     plan = read_plan(workdir)
     trials, _ = expand(plan["config"], plan["overrides"])  # experiment files are deterministic
@@ -289,7 +370,8 @@ def worker_main(workdir: str, worker_id: int) -> int:
     trials = [t for t in trials if t.trial_id in planned]
     n = len(trials)
     # a locked or finished trial is skipped, not waited for (a branch waits for its trunk)
-    run_claims(workdir, trials, lambda k, t: f"w{worker_id} {k}/{n} {t.trial_id}")
+    run_claims(workdir, trials, lambda k, t: f"w{worker_id} {k}/{n} {t.trial_id}",
+               group_size=group_size)
     return 0
 
 
@@ -402,9 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("worker", help="claim and train trials of a sweep until none is left")
     w.add_argument("workdir")
     w.add_argument("--id", type=int, default=0)
+    w.add_argument("--group-size", type=int, default=1)
     args = p.parse_args(argv)
     try:  # a worker never dies with a traceback: trial failures are recorded by run_trial
-        return worker_main(args.workdir, args.id)
+        return worker_main(args.workdir, args.id, args.group_size)
     except UserError as e:  # e.g. the experiment file changed since the sweep was planned
         print(f"error: worker {args.id}: {e}", file=sys.stderr)
         return 2

@@ -27,7 +27,8 @@ from typing import Iterable
 
 from scaling.config import (ConfigDict, apply_overrides, apply_user_overrides, call_get_config,
                             call_get_sweep, experiment_identity, load_experiment, parse_overrides,
-                            default_config, flatten, is_result_key, resolve, result_config)
+                            default_config, flatten, group_key, is_result_key, resolve,
+                            result_config)
 from scaling.errors import UserError
 from scaling.train.schedule import check_schedule, decay_start, warmup_steps
 
@@ -184,6 +185,25 @@ def expand(spec: str | None, overrides: list[str],
                 trials.append(t)
     varied = sorted({k for t in trials for k in t.overrides})
     return trials, varied
+
+
+def vector_groups(trials: list[Trial], size: int) -> list[list[Trial]]:
+    """The trials that may train as vectorised groups (scaling/train/group.py): those with
+    equal `config.group_key` (same shapes and loop, other seeds or optimizer numbers), in plan
+    order, cut into groups of at most `size`; groups of one and wsd branches (which start from
+    their trunk's checkpoint) are left out. `size` <= 1: none."""
+    by_key: dict[str, list[Trial]] = {}
+    for t in trials:
+        key = None if size <= 1 or t.parent else group_key(t.cfg)
+        if key is not None:
+            by_key.setdefault(key, []).append(t)
+    groups = []
+    for members in by_key.values():
+        n = -(-len(members) // size)  # as few groups as the size allows, evenly filled
+        m = len(members)
+        groups += [g for g in (members[m * k // n:m * (k + 1) // n] for k in range(n))
+                   if len(g) > 1]
+    return groups
 
 
 def plan_record(spec: str | None, overrides: list[str], trials: list[Trial],

@@ -208,16 +208,21 @@ def _some(ids: list[str], k: int = 5) -> str:
 def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
               retry_failed: bool = False, plan_only: bool = False, launcher: str = "local",
               parallel: int = 1, slurm: dict | None = None, wait: bool = True,
+              group_size: int = 8,
               on_plan: Callable[[list[Trial]], None] | None = None,
               on_done: Callable[[pd.DataFrame], None] | None = None) -> int:
     """Run all unfinished trials with a launcher (scaling/sweeps/launchers.py), then collect the
     table (results.parquet/csv). Returns the exit code (see `outcome`; 0 for a dry run or
     `--no-wait`). `on_plan(trials)` runs before anything is written (warnings), `on_done(table)`
-    after the table is collected (the report); neither changes the exit code."""
+    after the table is collected (the report); neither changes the exit code. `group_size`:
+    the most trials trained as one vectorised group (local launcher, one device; 1 = off;
+    scaling/train/group.py); with --parallel N it is capped so that every worker gets a group."""
     if launcher not in ("local", "slurm"):
         raise UserError(f"unknown --launcher {launcher!r}; use local or slurm")
     if parallel < 1:
         raise UserError(f"--parallel must be >= 1, got {parallel}")
+    if group_size < 1:
+        raise UserError(f"--group-size must be >= 1, got {group_size}")
     trials, varied = expand(spec, overrides, devices_per_trial(launcher, parallel))
     if on_plan is not None:
         on_plan(trials)
@@ -238,9 +243,10 @@ def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
         if not wait:
             return 0
     elif parallel > 1:
-        launchers.run_parallel(workdir, parallel)
+        launchers.run_parallel(workdir, parallel,
+                               group_size=min(group_size, -(-len(trials) // parallel)))
     else:
-        launchers.run_local(workdir, trials)
+        launchers.run_local(workdir, trials, group_size)
     df = collect(workdir, plan)
     if on_done is not None:
         on_done(df)

@@ -145,18 +145,23 @@ class _Window:
     def restart_clock(self) -> None:
         self.t0, self.timed = time.perf_counter(), 0
 
-    def close(self, metrics: dict) -> tuple[dict, float, float, float, int]:
-        """(last metrics, mean finite loss, its bits per byte, seconds, timed steps); starts
-        the next window."""
+    def close(self, metrics: dict) -> tuple[dict, dict, float, int]:
+        """(last metrics, the window's sums (host), seconds, timed steps); starts the next
+        window. `window_means` turns the sums into the line's loss and bits per byte."""
         m, acc = jax.device_get((metrics, self.acc))  # the only host sync in the loop
-        n = int(acc["n"])
-        loss = float(acc["sum"]) / n if n else float("nan")
-        # mean loss / mean bytes per token = the window's nats / its bytes (equal-sized steps)
-        bpb = bits_per_byte(loss, float(acc["bpt"]) / n) if n else float("nan")
         secs, timed = time.perf_counter() - self.t0, self.timed
         self.acc = self.zero
         self.restart_clock()
-        return m, loss, bpb, secs, timed
+        return m, acc, secs, timed
+
+
+def window_means(acc: dict) -> tuple[float, float]:
+    """(mean finite loss, its bits per byte) of a closed window's sums."""
+    n = int(acc["n"])
+    loss = float(acc["sum"]) / n if n else float("nan")
+    # mean loss / mean bytes per token = the window's nats / its bytes (equal-sized steps)
+    bpb = bits_per_byte(loss, float(acc["bpt"]) / n) if n else float("nan")
+    return loss, bpb
 
 
 # ---------------------------------------------------------------------------- the run
@@ -183,8 +188,19 @@ class _Run:
     def open(self, changes: dict) -> None:
         """Open the run in its (created, locked) workdir: trainer, resume or init, config.json
         (after a `config_change` line records `changes`, the resume-compatible edits)."""
+        self.prepare(Trainer(self.cfg, self.mesh))
+        if not self.restore():
+            self.state = self.trainer.init(self.cfg.train.seed)
+            if self.cfg.train.init_from:  # its parameters; fresh optimizer state and schedule
+                self.state["params"] = checkpoint.init_params(
+                    self.cfg.train.init_from, self.trainer.state_sharding["params"])
+        self.open_log(changes)
+
+    def prepare(self, trainer: Trainer) -> None:
+        """Everything but the state: the trainer (shared by a vectorised group,
+        scaling/train/group.py), sizes, the byte table, the log and the checkpoint manager."""
         cfg, workdir = self.cfg, self.workdir
-        self.trainer = Trainer(cfg, self.mesh)
+        self.trainer = trainer
         self.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
         # One epoch = every training window once (TokenBatches cuts the split into windows).
         self.epoch_tokens = self.train_data.num_windows * self.train_data.seq_len
@@ -194,24 +210,32 @@ class _Run:
         # JSON lines are the source of truth; scaling/train/sinks.py mirrors them (TB, W&B).
         self.log = sinks.attach(JsonlWriter(os.path.join(workdir, "metrics.jsonl")), cfg, workdir)
         self.mngr = checkpoint.manager(workdir, cfg)
+
+    def restore(self) -> bool:
+        """Resume from the newest readable checkpoint (start, state, prior wall time); False
+        (start 0, no state yet) when there is none."""
         restored = checkpoint.restore_latest(self.mngr, self.trainer.abstract_state)
-        if restored is not None:
-            self.start, self.state, meta = restored
-            self.prior_wall = meta["wall_s"]
+        if restored is None:
+            self.start, self.state, self.prior_wall, self.restored = 0, None, 0.0, False
         else:
-            self.start, self.state, self.prior_wall = 0, self.trainer.init(cfg.train.seed), 0.0
-            if cfg.train.init_from:  # its parameters; fresh optimizer state and schedule
-                self.state["params"] = checkpoint.init_params(
-                    cfg.train.init_from, self.trainer.state_sharding["params"])
+            self.start, self.state, meta = restored
+            self.prior_wall, self.restored = meta["wall_s"], True
+        return self.restored
+
+    def open_log(self, changes: dict) -> None:
+        """After the state is there: drop log lines past the start, record `changes`, write
+        config.json, and start the save and skip bookkeeping."""
         if self.is_main:
             self.log.truncate_after(self.start)  # lines past the checkpoint are redone, never twice
             if changes:
                 self.log.write({"step": self.start, "event": "config_change", "changes": changes})
-            write_json_atomic(os.path.join(workdir, "config.json"), json.loads(to_json(cfg)))
+            write_json_atomic(os.path.join(self.workdir, "config.json"),
+                              json.loads(to_json(self.cfg)))
         self.last_row = self.val_row = None
-        self.saved_step, self.saved_at = (self.start if restored else None), time.monotonic()
+        self.saved_step, self.saved_at = (self.start if self.restored else None), time.monotonic()
         # nan_policy=skip bookkeeping: (step, skipped total) at the last train line, streak.
-        self.skips = (self.start, int(jax.device_get(self.state["guard"]["skipped"])), 0)
+        skipped = int(jax.device_get(self.state["guard"]["skipped"])) if self.restored else 0
+        self.skips = (self.start, skipped, 0)
 
     def _bytes_setup(self) -> None:
         """The byte table on device, the jitted window accumulator, and the bytes per token of
@@ -300,7 +324,12 @@ class _Run:
 
     def log_train(self, step: int, metrics: dict, window: _Window, verbose: bool) -> None:
         """Close the logging window into one train line."""
-        m, loss, bpb, secs, timed = window.close(metrics)
+        self.write_train(step, *window.close(metrics), verbose)
+
+    def write_train(self, step: int, m: dict, acc: dict, secs: float, timed: int,
+                    verbose: bool) -> None:
+        """One train line from a closed window: last metrics `m`, sums `acc`, its timing."""
+        loss, bpb = window_means(acc)
         self.check_finite(int(m["bad_step"]))
         tokens = step * self.tokens_per_step
         tps = timed * self.tokens_per_step / secs if timed else float("nan")
