@@ -71,7 +71,7 @@ def test_sigkill_mid_trial_then_rerun_resumes(tmp_path):
     w = str(tmp_path / "sweep")
     # trial by trial (its seeds would otherwise train as one vectorised group: test_vectorized)
     cmd = [sys.executable, "-m", "scaling.cli", "sweep", "--config", "tests/sweep_experiment.py",
-           "--workdir", w, "--no-vectorize"]
+           "--workdir", w]
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     victim, deadline = None, time.time() + 240

@@ -130,7 +130,7 @@ def _summaries(workdir):
 def test_sweep_groups_lr_trials_and_equals_an_unvectorised_sweep(tmp_path):
     from scaling.sweeps.runner import run_sweep
     spec = "tests/vector_experiment.py:lr"
-    assert run_sweep(spec, [], str(tmp_path / "v")) == 0
+    assert run_sweep(spec, [], str(tmp_path / "v"), group_size=8) == 0
     assert run_sweep(spec, [], str(tmp_path / "s"), group_size=1) == 0
     v, s = _summaries(str(tmp_path / "v")), _summaries(str(tmp_path / "s"))
     assert sorted(v) == sorted(s) and len(v) == 4
@@ -145,7 +145,7 @@ def test_parallel_workers_each_claim_a_group(tmp_path):
     from conftest import run_cli
     w = str(tmp_path / "p")
     r = run_cli("sweep", "--config", "tests/vector_experiment.py", "--workdir", w,
-                "--parallel", "2")
+                "--parallel", "2", "--vectorize")
     assert r.returncode == 0, r.stderr
     summaries = _summaries(w)
     assert [x["status"] for x in summaries.values()] == ["done"] * 4
@@ -161,7 +161,7 @@ def test_sigkilled_group_sweep_reruns_to_the_uninterrupted_result(tmp_path):
 
     from conftest import ROOT, run_cli
     w = str(tmp_path / "sweep")
-    cmd = ["sweep", "--config", "tests/sweep_experiment.py:40", "--workdir", w]
+    cmd = ["sweep", "--config", "tests/sweep_experiment.py:40", "--workdir", w, "--vectorize"]
     proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", *cmd], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials = os.path.join(w, "trials")

@@ -208,7 +208,7 @@ def _some(ids: list[str], k: int = 5) -> str:
 def run_sweep(spec: str | None, overrides: list[str], workdir: str, *,
               retry_failed: bool = False, plan_only: bool = False, launcher: str = "local",
               parallel: int = 1, slurm: dict | None = None, wait: bool = True,
-              group_size: int = 8,
+              group_size: int = 1,
               on_plan: Callable[[list[Trial]], None] | None = None,
               on_done: Callable[[pd.DataFrame], None] | None = None) -> int:
     """Run all unfinished trials with a launcher (scaling/sweeps/launchers.py), then collect the
