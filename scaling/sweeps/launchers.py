@@ -213,8 +213,10 @@ def run_claims(workdir: str, trials: list[Trial], label, *, progress: bool = Fal
             if what != "ran" and t.trial_id not in told:
                 told.add(t.trial_id)
                 status = (read_summary(tdir) or {}).get("status")
-                print(f"[{label(k, t)}]: " + (f"{status} (skipped)" if what == "finished" else
-                                              "running in another process (skipped)"), flush=True)
+                where = label(k, t).removesuffix(t.trial_id).strip()  # "[k/n] id: ..." as before
+                print(f"[{where}] {t.trial_id}: " + (f"{status} (skipped)" if what == "finished"
+                                                     else "running in another process (skipped)"),
+                      flush=True)
         if waiting and not ran:
             time.sleep(poll_s)
         todo = waiting
