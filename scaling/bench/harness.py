@@ -250,7 +250,7 @@ def fwd_bwd_only(trainer, cfg):
     """Our loss's value_and_grad (no optimizer update) on the trainer's params."""
     params = trainer.init(cfg.train.seed)["params"]
     batch = trainer.global_batch(np.asarray(_random_batch(cfg)))
-    f = jax.jit(jax.value_and_grad(trainer._loss))
+    f = jax.jit(jax.value_and_grad(trainer._loss, has_aux=True))  # aux: (cross-entropy, MoE stats)
     return lambda: jax.block_until_ready(f(params, batch))
 
 
