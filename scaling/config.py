@@ -376,10 +376,10 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def result_config(cfg: ConfigDict) -> dict:
-    """The config as a plain dict without the NOT_RESULT_KEYS: what a run's result depends on.
-    A dense model (model.moe.experts=0) has no model.moe: its trial ids are those of before."""
-    out = cfg.to_dict()
+def result_config(cfg: ConfigDict | dict) -> dict:
+    """The config (or a saved config.json's dict) as a plain dict without the NOT_RESULT_KEYS:
+    what a run's result depends on. A dense model (model.moe.experts=0) has no model.moe."""
+    out = json.loads(json.dumps(cfg)) if isinstance(cfg, dict) else cfg.to_dict()
     if not out["model"].get("moe", {}).get("experts", 0):
         out["model"].pop("moe", None)
     for key in NOT_RESULT_KEYS:

@@ -69,7 +69,8 @@ def test_points_that_resolve_to_one_config_are_one_trial(tmp_path):
 def test_trial_ids_hash_only_what_changes_the_result():
     from scaling.config import NOT_RESULT_KEYS, default_config, result_config
     assert set(NOT_RESULT_KEYS) == {"name", "log", "checkpoint", "mesh", "distributed",
-                                    "pipeline.microbatches"}
+                                    "pipeline.microbatches",
+                                    "data.workers", "data.shard_mb"}  # how the store is built
     r = result_config(default_config())
     assert "eval" in r and "batches" in r["eval"] and "log" not in r and "name" not in r
     assert "microbatches" not in r["pipeline"]

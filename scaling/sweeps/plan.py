@@ -80,7 +80,7 @@ def same_result(saved: dict, cfg: ConfigDict) -> bool:
     since) is at its default, i.e. the feature it controls was off. Lets an upgrade that adds
     config fields (and so changes every trial id) find finished trials again."""
     norm = lambda d: flatten(json.loads(json.dumps(d, default=str)))  # noqa: E731 tuples -> lists
-    old, new = norm(saved), norm(result_config(cfg))
+    old, new = norm(result_config(saved)), norm(result_config(cfg))
     defaults = norm(default_config().to_dict())
     if any(is_result_key(k) and k not in new for k in old):  # a field since removed or renamed
         return False
