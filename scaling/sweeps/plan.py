@@ -19,6 +19,7 @@ standalone wsd run of D (the same result), and its id is `<trunk id>.tok<D>-<has
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -74,14 +75,24 @@ def legacy_trial_id(cfg: ConfigDict, point: dict) -> str:
     return _with_name(point, _sha1(cfg.to_dict())[:8])
 
 
+def _flat_json(d: dict) -> dict:
+    """Flattened, with tuples as lists: how a config reads back from config.json."""
+    return flatten(json.loads(json.dumps(d, default=str)))
+
+
+@functools.lru_cache(maxsize=1)
+def _flat_defaults() -> dict:
+    """The default config, flattened once (same_result runs for every stray dir x trial)."""
+    return _flat_json(default_config().to_dict())
+
+
 def same_result(saved: dict, cfg: ConfigDict) -> bool:
     """Whether a trial dir's saved config.json describes the same run as `cfg`, across versions:
     every result key both know is equal, and every key the saved config lacks (a field added
     since) is at its default, i.e. the feature it controls was off. Lets an upgrade that adds
     config fields (and so changes every trial id) find finished trials again."""
-    norm = lambda d: flatten(json.loads(json.dumps(d, default=str)))  # noqa: E731 tuples -> lists
-    old, new = norm(result_config(saved)), norm(result_config(cfg))
-    defaults = norm(default_config().to_dict())
+    old, new = _flat_json(result_config(saved)), _flat_json(result_config(cfg))
+    defaults = _flat_defaults()
     if any(is_result_key(k) and k not in new for k in old):  # a field since removed or renamed
         return False
     return all(old[k] == v if k in old else defaults.get(k, v) == v for k, v in new.items())
