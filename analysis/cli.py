@@ -421,7 +421,9 @@ def _print_downstream(res: dict, as_json: bool) -> int:
               f"{p['observed']:.4f}  predicted {p['predicted']:.4f}  |err| {p['abs_error']:.4f}")
     if "holdout" in res:
         h = res["holdout"]
-        print(f"held-out mean |err| {h['mean_abs_error']:.4f} (max {h['max_abs_error']:.4f})"
+        print(f"held-out mean |err| {h['mean_abs_error']:.4f} (max {h['max_abs_error']:.4f}); "
+              f"baseline (the lowest-loss fitted trial's value {h['baseline']['value']:.4f}) "
+              f"|err| {h['baseline']['mean_abs_error']:.4f}"
               + (f"; two-step (N, D) -> loss -> metric mean |err| {h['two_step_mean_abs_error']:.4f}"
                  if "two_step_mean_abs_error" in h else ""))
     if "at" in res:
@@ -438,17 +440,31 @@ def _print_downstream(res: dict, as_json: bool) -> int:
 @_handles_input_errors
 def _fit_moe(args) -> int:
     """Clark et al.'s routed form on experiments/moe.py results (analysis/fits/moe.py)."""
-    from analysis.fits.moe import fit_routed, moe_table
+    from analysis.fits.moe import experts_vs_dense, fit_routed, moe_table
     from analysis.load import load_results
     from analysis.plots.moe import plot_moe
 
     table = moe_table(load_results(args.data), args.loss_col)
     res = {"method": "moe", **fit_routed(table["N"], table["E"], table["loss"]),
            "points": table.to_dict(orient="records")}
+    versus = experts_vs_dense(table)
+    res["experts_vs_dense"] = versus.to_dict(orient="records")
     if args.plot:
         res["plots"] = plot_moe(table, res, args.plot)
-    print(json.dumps(res) if args.json else "\n".join(
-        f"{k}: {v}" for k, v in res.items() if k != "points"))
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    for k in "abcd":
+        lo, hi = res.get(f"{k}_ci", [float("nan")] * 2)
+        print(f"{k}: {res[k]:.4g}  95% CI [{lo:.4g}, {hi:.4g}]")
+    print(f"rmse_log: {res['rmse_log']:.4g}  ({res['n_points']} points, {res['dof']} dof)")
+    print(f"form: {res['form']}")
+    if len(versus):
+        print(versus.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for w in res["warnings"]:
+        print(w)
+    for p in res.get("plots", []):
+        print(f"plot: {p}")
     return 0
 
 

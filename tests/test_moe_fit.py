@@ -37,6 +37,37 @@ def test_fit_recovers_coefficients():
         fit_routed([1e3, 2e3], [1, 4], [2.0, 1.9])
 
 
+def test_intervals_cover_the_truth_at_the_nominal_rate():
+    # 300 noisy replicates of the 9-point design: each coefficient's 95% t interval should
+    # contain the true value ~95% of the time (OLS with Gaussian noise is exact)
+    rng = np.random.default_rng(1)
+    t = moe_table(_results())
+    hits = {k: 0 for k in "abc"}
+    for _ in range(300):
+        loss = t["loss"].to_numpy() * np.exp(0.01 * rng.normal(size=len(t)))
+        fit = fit_routed(t["N"], t["E"], loss)
+        for k in hits:
+            lo, hi = fit[f"{k}_ci"]
+            hits[k] += lo <= TRUE[k] <= hi
+    for k, h in hits.items():
+        assert 0.9 <= h / 300 <= 0.99, (k, h)
+
+
+def test_sign_not_identified_is_warned():
+    t = moe_table(_results(noise=0.05))  # noise far larger than c's effect
+    fit = fit_routed(t["N"], t["E"], t["loss"])
+    assert fit["dof"] == 5
+    assert any("coefficient c" in w and "containing 0" in w for w in fit["warnings"])
+
+
+def test_experts_vs_dense_pairs_nearest_dense_size():
+    from analysis.fits.moe import experts_vs_dense
+    v = experts_vs_dense(moe_table(_results()))
+    assert len(v) == 6 and v["dense_N"].nunique() == 3
+    # b < 0 in TRUE: every routed row beats its dense twin
+    assert (v["minus_dense"] < 0).all()
+
+
 def test_cli_fit_moe_writes_plot(tmp_path):
     path = tmp_path / "results.csv"
     _results(noise=0.001).to_csv(path, index=False)

@@ -3,15 +3,18 @@
     log L = a log N + b log E + c log N log E + d
 
 N the dense-equivalent (ACTIVE) parameter count, E the number of experts (a dense model is E = 1,
-log E = 0). Ordinary least squares in log space (4 coefficients; with 3 sizes x 3 expert counts
-it is exactly determined up to 5 residual degrees of freedom). b < 0 means experts help at every
-size; c > 0 means the benefit shrinks as N grows (Clark et al. found both).
+log E = 0). Ordinary least squares in log space (4 coefficients; 3 sizes x 3 expert counts leave
+5 residual degrees of freedom), each coefficient with its 95% interval from the OLS covariance
+and Student's t (the form is linear in its coefficients, so no bootstrap is needed). b < 0 means
+experts help at every size; c > 0 means the benefit shrinks as N grows (Clark et al. found
+both). A coefficient whose interval contains 0 gets a warning: its sign is not identified.
 Reads results tables only (experiments/moe.py writes them).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from analysis.errors import AnalysisInputError
 
@@ -47,11 +50,41 @@ def fit_routed(N, E, L) -> dict:
     lN, lE = np.log(N), np.log(E)
     X = np.column_stack([lN, lE, lN * lE, np.ones_like(lN)])
     coef, *_ = np.linalg.lstsq(X, np.log(L), rcond=None)
-    pred = X @ coef
-    resid = np.log(L) - pred
-    return {"a": float(coef[0]), "b": float(coef[1]), "c": float(coef[2]), "d": float(coef[3]),
-            "rmse_log": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(L)),
+    resid = np.log(L) - X @ coef
+    dof = len(L) - X.shape[1]
+    out = {k: float(v) for k, v in zip("abcd", coef)}
+    warnings = []
+    if dof > 0:
+        # OLS covariance s^2 (X'X)^-1 and a two-sided 95% t interval per coefficient
+        cov = (resid @ resid / dof) * np.linalg.pinv(X.T @ X)
+        half = stats.t.ppf(0.975, dof) * np.sqrt(np.clip(np.diag(cov), 0, None))
+        for k, v, h in zip("abcd", coef, half):
+            out[f"{k}_ci"] = [float(v - h), float(v + h)]
+            if k != "d" and v - h < 0 < v + h:
+                warnings.append(f"[wide-interval] moe coefficient {k} = {v:.3g} has 95% interval "
+                                f"[{v - h:.3g}, {v + h:.3g}] containing 0: its sign is not "
+                                f"identified by these {len(L)} points")
+    else:
+        warnings.append(f"[too-few-points] moe fit: {len(L)} points for 4 coefficients leave no "
+                        f"residual degrees of freedom, so no intervals; add sizes or expert counts")
+    return {**out, "rmse_log": float(np.sqrt(np.mean(resid ** 2))), "n_points": int(len(L)),
+            "dof": int(dof), "warnings": warnings,
             "form": "log L = a log N + b log E + c log N log E + d (N active, dense E=1)"}
+
+
+def experts_vs_dense(table: pd.DataFrame) -> pd.DataFrame:
+    """Each routed row beside the dense row of nearest active size (the router adds ~1%, so
+    active counts never match exactly): its loss and its difference from dense."""
+    dense = table[table["E"] == 1]
+    rows = []
+    for _, r in table[table["E"] > 1].iterrows():
+        if not len(dense):
+            break
+        d = dense.iloc[int(np.argmin(np.abs(np.log(dense["N"].to_numpy() / r["N"]))))]
+        rows.append({"N_active": r["N"], "experts": int(r["E"]), "loss": r["loss"],
+                     "dense_N": d["N"], "dense_loss": d["loss"],
+                     "minus_dense": r["loss"] - d["loss"]})
+    return pd.DataFrame(rows)
 
 
 def predict(fit: dict, N, E) -> np.ndarray:
