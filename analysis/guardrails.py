@@ -386,6 +386,11 @@ def check_downstream(fit: dict, L, y) -> list[Warning]:
     if fit.get("at_bound"):
         out.append(Warning("at-search-bound", f"{form} loss -> metric fit: {', '.join(fit['at_bound'])} "
                            "at a search bound; the curve is not identified by these trials"))
+    chance = fit.get("chance")
+    if chance is not None and len(y) and np.mean(y < chance) > 0.5:
+        out.append(Warning("below-chance", f"{int(np.sum(y < chance))} of {len(y)} trials score below "
+                           f"the chance level {chance:.3g} fixed as the lower asymptote (answers "
+                           "outside the label set): the curve is not meaningful; refit with --chance 0"))
     thr = fit.get("threshold")
     if thr is not None and np.isfinite(thr) and len(L) and not (L.min() <= thr <= L.max()):
         out.append(Warning("threshold-extrapolated", f"the emergence threshold L={thr:.3g} lies outside the "
