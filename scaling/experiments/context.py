@@ -18,7 +18,7 @@ import sys
 
 from scaling.config import default_config
 
-T, FACTOR, FINETUNE_STEPS = 64, 2, 40
+T, FACTOR, FINETUNE_STEPS = 64, 2, 150
 TOKENS = 1_500_000
 
 

@@ -46,15 +46,19 @@ def apply_rope(x_BTNK: jax.Array, positions_T: jax.Array, theta: float,
 
 
 def position_embeddings(kind: str, positions: int | jax.Array, D: int,
-                        table_XD: jax.Array | None = None) -> jax.Array | None:
+                        table_XD: jax.Array | None = None, init_std: float = 1.0
+                        ) -> jax.Array | None:
     """What position scheme `kind` adds to the token embeddings, or None (rope adds nothing).
 
     `positions` is an int T (positions 0..T-1: [T, D], a static slice of the learned table on
     the training path) or an int array [B, T] (-> [B, T, D]). `table_XD` is the learned
-    [max_len, D] table (kind "learned").
+    [max_len, D] table (kind "learned"). The sinusoid is scaled to per-coordinate RMS
+    `init_std`, the token embeddings' own scale: Vaswani et al. scale tokens up by sqrt(D)
+    instead, and a unit sinusoid added to GPT-2-style 0.02 embeddings swamps them ~35-fold
+    (measured: 0.8 nats worse than RoPE at d64 on KJV, docs/results.md "Context extension").
     """
     if kind == "learned":
         return table_XD[:positions] if isinstance(positions, int) else table_XD[positions]
     if kind == "sinusoidal":
-        return sinusoidal_positions(positions, D)
+        return math.sqrt(2.0) * init_std * sinusoidal_positions(positions, D)
     return None

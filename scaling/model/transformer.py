@@ -262,7 +262,7 @@ class Transformer(nnx.Module):
         x_BTD = self.embed(tokens_BT)
         pos = tokens_BT.shape[1] if positions_BT is None else positions_BT
         table = self.pos_embed[...] if cfg.pos == "learned" else None
-        p_TD = position_embeddings(cfg.pos, pos, cfg.d_model, table)
+        p_TD = position_embeddings(cfg.pos, pos, cfg.d_model, table, cfg.init_std)
         return x_BTD if p_TD is None else x_BTD + p_TD.astype(x_BTD.dtype)
 
     def logits(self, x_BTD: jax.Array) -> jax.Array:
