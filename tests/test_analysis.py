@@ -82,6 +82,7 @@ def test_compute_optimal_from_hoffmann_unrounded_gives_40B_at_gopher_budget():
     assert 6 * N_opt * D_opt == pytest.approx(5.76e23, rel=1e-9)  # on the budget
 
 
+@pytest.mark.slow
 def test_epoch_refit_acceptance_via_cli(capsys):
     rc = cli_main(["fit", "chinchilla", str(EPOCH_CSV), "--n-col", "Model Size", "--c-col", "Training FLOP",
                    "--loss-col", "loss", "--drop-highest", "5", "--bootstrap", "300", "--json"])
@@ -150,6 +151,7 @@ def test_load_curves(sweep_dir):
     assert val["val_loss"].notna().all() and len(val) == 30
 
 
+@pytest.mark.slow
 def test_cli_json_on_sweep_dir(sweep_dir, capsys):
     # failed trials (NaN, status="failed") are dropped before fitting
     assert cli_main(["fit", "chinchilla", str(sweep_dir), "--json", "--grid", "small"]) == 0

@@ -17,6 +17,7 @@ from scaling.train.step import Trainer
 from conftest import run_cli, tiny_config
 
 
+@pytest.mark.slow
 def test_bench_quick_json_schema(tmp_path):
     out = tmp_path / "bench.json"
     r = run_cli("bench", "--quick", "--json", "--sizes", "d32", "--no-ablations", "--repeats", "1",

@@ -81,6 +81,7 @@ def test_long_prompts_drop_demos_to_fit():
     assert {r["metric"]: r["value"] for r in rows}["shots_used"] == 0.0
 
 
+@pytest.mark.slow
 def test_train_writes_eval_jsonl_and_cli_eval(tmp_path):
     c = tiny_config()
     c.train.update(steps=4, seq_len=96)
@@ -112,6 +113,7 @@ def test_train_writes_eval_jsonl_and_cli_eval(tmp_path):
     assert bad.returncode == 2 and "no trained run" in bad.stderr
 
 
+@pytest.mark.slow
 def test_cli_eval_without_flags_runs_the_default_suite(tmp_path):
     """A run trained with no eval.tasks: `scaling eval --workdir RUN` runs DEFAULT_SUITE."""
     from scaling.tasks import DEFAULT_SUITE, parse_shots, split_specs

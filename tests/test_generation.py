@@ -99,6 +99,7 @@ def test_bad_fact_and_verse_specs_are_one_line_errors():
         resolve(c)
 
 
+@pytest.mark.slow
 def test_eval_jsonl_has_generation_and_retrieval_columns(tmp_path):
     from scaling.evals.columns import eval_columns
     from scaling.evals.trained import evaluate_trained

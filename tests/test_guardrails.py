@@ -172,6 +172,7 @@ def test_issue_isoflop_grid_triggers_edge_and_too_few_steps():
     assert at_3e11 and "add smaller models" in at_3e11[0].message
 
 
+@pytest.mark.slow
 def test_cli_fit_warns_on_stderr_and_in_json(tmp_path, capsys):
     d = tmp_path / "sweep"
     df = _issue_grid_rows()

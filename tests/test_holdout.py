@@ -105,6 +105,7 @@ def test_isoflop_holdout_predicts_the_top_budget_optimum(tmp_path):
         holdout_isoflop(df["params_non_embedding"], df["flops"], df["val_loss"], parse_holdout("top-k:4"))
 
 
+@pytest.mark.slow
 def test_epoch_chinchilla_top_budgets_held_out_within_3_percent(tmp_path, capsys):
     # Choshen et al.'s check on Hoffmann's own points: fit below 1e21 FLOPs, predict the 23 above
     rc = cli_main(["fit", "chinchilla", str(EPOCH_CSV), "--n-col", "Model Size", "--c-col", "Training FLOP",

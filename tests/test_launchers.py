@@ -67,6 +67,7 @@ def _committed_checkpoints(tdir):
     return [int(x) for x in os.listdir(d) if x.isdigit()] if os.path.isdir(d) else []
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_rerun_resumes(tmp_path):
     w = str(tmp_path / "sweep")
     # trial by trial (its seeds would otherwise train as one vectorised group: test_vectorized)

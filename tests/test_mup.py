@@ -161,6 +161,7 @@ def test_coordinate_check_64_to_1024():
     assert g["sp", "logits"].ratio >= 3
 
 
+@pytest.mark.slow
 def test_mup_check_cli_writes_numbers_and_plot(tmp_path):
     out = tmp_path / "check.json"
     proc = run_cli("mup-check", "--widths", "16,32", "--steps", "1", "--out", str(out))

@@ -89,6 +89,7 @@ MUP_MESHES = [{"name": "mup_one", "devices": 1, "parametrization": "mup"},
                "parametrization": "mup"}]
 
 
+@pytest.mark.slow
 def test_mup_meshes_match_single_device(tmp_path):
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "parallel_equivalence.py"), str(tmp_path),
@@ -142,6 +143,7 @@ def _losses(workdir):
     return [r["loss"] for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
 
 
+@pytest.mark.slow
 def test_cli_pipeline_run_matches_single_device(tmp_path):
     """`scaling train` with data=2 x tensor=2 x pipeline=2 on 8 devices: same losses as one."""
     common = ["train", "--config", "tests/tiny_experiment.py", "--config.train.steps=5",
@@ -190,6 +192,7 @@ def _restore_params(workdir, step):
     return jax.tree.leaves(jax.device_get(state["params"]))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     """2 processes x 4 CPU devices (jax.distributed on localhost, gloo collectives) = 1 process."""
     helper = os.path.join(ROOT, "tests", "parallel_multihost.py")

@@ -67,6 +67,7 @@ def test_summary_and_metrics_contract(tmp_path):
     assert os.path.getmtime(tmp_path / "metrics.jsonl") == mtime
 
 
+@pytest.mark.slow
 def test_sharded_run_matches_single_device(tmp_path):
     """data=2 x tensor=2 on 4 forced CPU devices trains the same model as one device."""
     common = ["train", "--config", "tests/tiny_experiment.py", "--config.train.steps=5",

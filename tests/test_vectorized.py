@@ -58,6 +58,7 @@ class Crash(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_interrupted_group_resumes_from_its_checkpoints(tmp_path):
     cfgs = _members("seed", [0, 1], )
     for c in cfgs:
@@ -152,6 +153,7 @@ def test_parallel_workers_each_claim_a_group(tmp_path):
     assert [x["group_size"] for x in summaries.values()] == [2] * 4  # 4 trials / 2 workers
 
 
+@pytest.mark.slow
 def test_sigkilled_group_sweep_reruns_to_the_uninterrupted_result(tmp_path):
     """SIGKILL a sweep while its seeds train as one group (each past a checkpoint), rerun it:
     the group resumes from the common checkpoint, no line twice, losses as a straight run."""
