@@ -2,15 +2,18 @@
 
     python -m analysis.architecture attention SWEEP_DIR   # loss vs compute per model.attention
     python -m analysis.architecture context DIR           # DIR/ppl/*.json -> loss by position
+    python -m analysis.architecture context TABLE.csv     # the same from a committed table
 
 `attention`: the sweep's results.parquet (or .csv), one line per `model.attention`, val_loss
 against training FLOPs (scaling/counting.py: each attention type's own term).
 `context`: every `ppl_by_position` JSON (scaling/evals/positions.py) in DIR/ppl, one line per
-file (its name is the label), loss per position bucket, the training length marked. Rows with a
+file (its name is the label), loss per position bucket, the training length marked; or a CSV
+with one row per (scheme, bucket) (analysis/data/cpu_study/context_ppl_by_position.csv). Rows with a
 null loss (learned positions past their table) are left out and said so in the legend.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -36,6 +39,32 @@ def load_position_files(folder: str | Path) -> dict[str, dict]:
             raise AnalysisInputError(f"{f} is not a ppl_by_position result (no 'rows')")
         out[f.stem] = data
     return out
+
+
+POSITION_CSV_COLS = ["scheme", "lo", "hi", "loss", "train_seq_len"]
+
+
+def load_position_table(path: str | Path) -> dict[str, dict]:
+    """The same {label: result} as :func:`load_position_files`, from a CSV table (one row per
+    scheme and bucket; an empty loss is a bucket past a learned table)."""
+    df = pd.read_csv(path)
+    missing = [c for c in POSITION_CSV_COLS if c not in df]
+    if missing:
+        raise AnalysisInputError(f"{path} lacks column(s) {', '.join(missing)}; pass a table with "
+                                 f"{', '.join(POSITION_CSV_COLS)} or a context study directory")
+    out = {}
+    for scheme, g in df.groupby("scheme", sort=False):
+        rows = [{"lo": int(r.lo), "hi": int(r.hi), "loss": None if pd.isna(r.loss) else float(r.loss)}
+                for r in g.itertuples()]
+        out[str(scheme)] = {"rows": rows, "train_seq_len": int(g["train_seq_len"].iloc[0]),
+                            "max_len": int(g["train_seq_len"].iloc[0])}
+    return out
+
+
+def load_positions(path: str | Path) -> dict[str, dict]:
+    """A context study directory (its ppl/*.json) or a CSV table of the same numbers."""
+    p = Path(path)
+    return load_position_table(p) if p.suffix.lower() == ".csv" else load_position_files(p / "ppl")
 
 
 def plot_ppl_by_position(results: dict[str, dict]):
@@ -77,22 +106,25 @@ def plot_attention_sweep(df: pd.DataFrame, loss_col: str | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] not in ("attention", "context"):
-        print("usage: python -m analysis.architecture attention|context DIR", file=sys.stderr)
-        return 2
-    what, folder = argv
+    ap = argparse.ArgumentParser(prog="python -m analysis.architecture",
+                                 description="attention: loss vs compute per attention type; "
+                                             "context: loss by position")
+    ap.add_argument("what", choices=("attention", "context"))
+    ap.add_argument("path", help="sweep/study directory, or its results table (.csv/.parquet)")
+    ap.add_argument("--out", help="plot directory (default: PATH/plots, or beside a table)")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        if what == "attention":
-            fig, stem = plot_attention_sweep(load_results(folder)), "attention_loss_vs_compute"
+        if args.what == "attention":
+            fig, stem = plot_attention_sweep(load_results(args.path)), "attention_loss_vs_compute"
         else:
-            fig, stem = plot_ppl_by_position(load_position_files(Path(folder) / "ppl")), \
-                "ppl_by_position"
+            fig, stem = plot_ppl_by_position(load_positions(args.path)), "ppl_by_position"
     except AnalysisInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for p in save_figure(fig, Path(folder) / "plots", stem):
-        print(f"plot: {p}")
+    p = Path(args.path)
+    out = Path(args.out) if args.out else (p.parent / "plots" if p.is_file() else p / "plots")
+    for f in save_figure(fig, out, stem):
+        print(f"plot: {f}")
     return 0
 
 

@@ -27,6 +27,27 @@ def test_context_chart_from_ppl_files(tmp_path, capsys):
     assert "no ppl_by_position JSON" in capsys.readouterr().err
 
 
+def test_context_chart_from_the_committed_table_equals_the_json_files(tmp_path):
+    from analysis.architecture import load_position_files, load_position_table
+    (tmp_path / "ppl").mkdir()
+    runs = {"rope": [3, 2.8, 2.7, 2.6, 3.5, 4, 4.5, 5],
+            "learned": [3, 2.8, 2.7, 2.6, None, None, None, None]}
+    rows = []
+    for name, losses in runs.items():
+        (tmp_path / "ppl" / f"{name}.json").write_text(json.dumps(_ppl(name, losses)))
+        rows += [{"scheme": name, "lo": 16 * i, "hi": 16 * i + 16, "loss": x, "train_seq_len": 64}
+                 for i, x in enumerate(losses)]
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    a, b = load_position_files(tmp_path / "ppl"), load_position_table(tmp_path / "t.csv")
+    assert set(a) == set(b)
+    for k in a:
+        assert [r["loss"] for r in a[k]["rows"]] == [r["loss"] for r in b[k]["rows"]]
+    assert main(["context", str(tmp_path / "t.csv"), "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "ppl_by_position.png").stat().st_size > 0
+    pd.DataFrame({"scheme": ["x"]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["context", str(tmp_path / "bad.csv")]) == 2
+
+
 def test_attention_chart_needs_the_attention_column(tmp_path):
     df = pd.DataFrame({"status": ["done"] * 4, "model.attention": ["full", "full", "linear:64",
                                                                    "linear:64"],
