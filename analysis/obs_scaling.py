@@ -47,7 +47,8 @@ PUBLISHED: dict[str, float | None] = {"pc1_explained": None, "pc1to3_explained":
                                       "emergent_heldout_mae": None}
 PUBLISHED_SOURCE = {
     "pc1to3_explained": "Ruan et al. 2024 (arXiv:2405.10938) Sec. 3.2: the top 3 PCs explain ~97% "
-                        "of the variance of the benchmark matrix (Fig. 2a)",
+                        "of the variance of the benchmark matrix (Fig. 2a); quoted, not re-checked "
+                        "against the PDF (no copy of the paper is shipped)",
     "pc1_explained": "Fig. 2a (bar chart; no number in the text)",
     "emergent_heldout_mae": "Fig. 4 (curves; no error table in the main text)",
 }

@@ -88,6 +88,20 @@ class KnowledgeBase:
         return {f"recall@{k}": float(hit_QK[:, :k].any(axis=1).mean()) for k in ks}
 
 
+def outsiders(kb: KnowledgeBase) -> tuple[str, ...]:
+    """Every first x last name that is NOT an entity of `kb` (for reading-only examples)."""
+    taken = set(kb.names)
+    return tuple(n for n in (f"{f} {l}" for f in FIRST for l in LAST) if n not in taken)
+
+
+def random_entity(rng: np.random.Generator, names: tuple[str, ...]) -> KnowledgeBase:
+    """A one-entity knowledge base: a name from `names` with freshly drawn values, so its
+    facts can only be known by reading its passage."""
+    name = names[int(rng.integers(len(names)))]
+    values = {a: str(vals[int(rng.integers(len(vals)))]) for a, (_, _, vals) in ATTRIBUTES.items()}
+    return KnowledgeBase((name,), (values,))
+
+
 @functools.lru_cache(maxsize=8)
 def knowledge_base(entities: int, seed: int) -> KnowledgeBase:
     """`entities` distinct names (first x last) with uniform random values, from `seed`."""

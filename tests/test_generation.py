@@ -83,6 +83,13 @@ def test_fact_modes_and_pretraining_text():
     assert any(task.kb.statement(task.entity(e), e.key.split("|")[1]) in text
                for e in task.examples(0, "eval", 40))
     assert "Context: " in text
+    # reading practice: Context + Q/A about names outside the KB, answered by their context
+    reading = [b for b in text.split("Context: ")[1:]
+               if b.split(" ", 2)[:2] and " ".join(b.split(" ", 2)[:2]) not in task.kb.names]
+    assert len(reading) > 10
+    for b in reading[:-1]:
+        passage, q, a = b.split("\n")[:3]
+        assert q.startswith("Q: ") and a.startswith("A: ") and f" {a[3:]}." in passage
 
 
 def test_bad_fact_and_verse_specs_are_one_line_errors():
