@@ -428,8 +428,8 @@ class Facts(Task):
         return self.kb.passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])
 
     def train_text(self, rng, n_chars):
-        """35% passages (any entity), 25% closed-book Q/A and 20% Context + Q/A of train facts,
-        20% Context + Q/A about an entity outside the knowledge base with fresh random values.
+        """30% passages (any entity), 20% closed-book Q/A and 15% Context + Q/A of train facts,
+        35% Context + Q/A about an entity outside the knowledge base with fresh random values.
 
         The last kind is the only one where the context is needed: KB facts are memorised
         from the passages, so without it a model learns to ignore the Context line (measured:
@@ -437,12 +437,12 @@ class Facts(Task):
         parts, size = [], 0
         while size < n_chars:
             r = rng.random()
-            if r < 0.35:
+            if r < 0.3:
                 text = self._passage(rng, int(rng.integers(len(self.kb.names)))) + "\n"
-            elif r < 0.8 or not self._outsiders:  # a KB of every name leaves no outsider
+            elif r < 0.65 or not self._outsiders:  # a KB of every name leaves no outsider
                 ex = self.sample(rng, "train")
                 text = "".join(self.format(ex))
-                if r >= 0.6:
+                if r >= 0.5:
                     text = f"Context: {self._passage(rng, self.entity(ex))}\n" + text
             else:
                 text = self._reading(rng)

@@ -11,7 +11,8 @@ nbclient = pytest.importorskip("nbclient")
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["reproduce_chinchilla.ipynb", "sweep_scaling_laws.ipynb",
+@pytest.mark.parametrize("name", [pytest.param("reproduce_chinchilla.ipynb", marks=pytest.mark.slow),
+                                  pytest.param("sweep_scaling_laws.ipynb", marks=pytest.mark.slow),
                                   "reproduce_scaling.ipynb",
                                   "abilities_from_loss.ipynb"])
 def test_notebook_runs(name, tmp_path, monkeypatch):

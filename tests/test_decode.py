@@ -204,6 +204,7 @@ def _reference_beam_search(fwd, prompt_P, W, N):
     return beams
 
 
+@pytest.mark.slow
 def test_beam_search():
     model = _model(**ROPE_GQA)
     prompt_BP = _prompts(B=2, P=5, seed=3)

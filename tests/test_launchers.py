@@ -169,6 +169,7 @@ def test_split_cpus_disjoint():
 
 # ------------------------------------------------------------------ SLURM path, local executor
 
+@pytest.mark.slow
 def test_slurm_launcher_with_local_executor(tmp_path):
     w = str(tmp_path / "sweep")
     r = run_cli("sweep", "--config", "tests/tiny_experiment.py", "--workdir", w,

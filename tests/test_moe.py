@@ -36,7 +36,7 @@ def _tokens(cfg, seed=0):
                         dtype=np.int32)
 
 
-@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
+@pytest.mark.parametrize("mlp", [pytest.param("gelu", marks=pytest.mark.slow), "swiglu"])
 def test_one_expert_top1_equals_dense(mlp):
     """experts=1, top_k=1 with the dense model's MLP weights as its expert: same loss and grads."""
     dense_cfg = _cfg(mlp)

@@ -142,6 +142,7 @@ def test_sweep_groups_lr_trials_and_equals_an_unvectorised_sweep(tmp_path):
         assert abs(v[tid]["loss"] - s[tid]["loss"]) <= 1e-5
 
 
+@pytest.mark.slow
 def test_parallel_workers_each_claim_a_group(tmp_path):
     from conftest import run_cli
     w = str(tmp_path / "p")

@@ -44,4 +44,5 @@ def plot_retrieval(frame: pd.DataFrame, *, chance: float | None = None, title: s
             ax.xaxis.set_minor_formatter(mticker.NullFormatter())
         if title:
             fig.suptitle(title, fontsize=8)
+        fig.tight_layout()  # keeps the gap panel's y label off the accuracy panel
     return fig
