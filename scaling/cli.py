@@ -152,6 +152,7 @@ def _warn_plan(trials) -> None:
     """
     from analysis.guardrails import check_plan, format_warnings
     from scaling import counting
+    from scaling.data.mixture import corpus_share
     from scaling.data.store import split_tokens
     from scaling.train.optim import warmup_steps
 
@@ -167,7 +168,8 @@ def _warn_plan(trials) -> None:
                 sizes[key] = float("nan")
         window_tokens = (sizes[key] - 1) // c.train.seq_len * c.train.seq_len
         rows.append({"trial_id": t.trial_id, "steps": c.train.steps,
-                     "epochs": d["tokens"] / window_tokens if window_tokens > 0 else float("nan"),
+                     "epochs": (d["tokens"] * corpus_share(c.data) / window_tokens
+                                if window_tokens > 0 else float("nan")),
                      "warmup_steps": float(warmup_steps(c.train)),
                      "data.mixture": c.data.mixture, "data.name": c.data.name})
     warns = check_plan(rows)

@@ -46,7 +46,7 @@ def test_byte_tokenizer_bpb_is_loss_over_ln2(tmp_path):
     for r in val_rows:
         assert r["val_bpb"] == r["val_loss"] / math.log(2)
     assert s["bpb"] == s["loss"] / math.log(2) and s["val_bpb"] == s["val_loss"] / math.log(2)
-    assert s["epochs"] == s["tokens"] / s["train_split_tokens"]
+    assert s["corpus_share"] == 1.0 and s["epochs"] == s["tokens"] / s["train_split_tokens"]
 
 
 def test_fit_on_val_bpb_column(tmp_path, capsys):

@@ -91,6 +91,9 @@ def test_train_writes_eval_jsonl_and_cli_eval(tmp_path):
     from scaling.train.loop import train
     summary = evaluate_trained(str(tmp_path), train(c, str(tmp_path), verbose=False))
     assert summary["eval_s"] > 0
+    # epochs count corpus tokens: half the rows here are generated task text
+    assert summary["corpus_share"] == 0.5
+    assert summary["epochs"] == pytest.approx(summary["tokens"] * 0.5 / summary["train_split_tokens"])
     rows = [json.loads(line) for line in open(tmp_path / "eval.jsonl")]
     keys = {(r["task"], r["shots"], r["mode"]) for r in rows}
     assert keys == {("addition", 0, "direct"), ("addition", 0, "cot"), ("addition", 2, "direct"),

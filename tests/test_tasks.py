@@ -85,6 +85,17 @@ def test_parse_mixture():
             parse_mixture(bad, "kjv")
 
 
+def test_corpus_share_counts_epochs_in_corpus_tokens():
+    from scaling.config import default_config
+    from scaling.data.mixture import corpus_share
+    c = default_config()
+    assert corpus_share(c.data) == 1.0
+    c.data.mixture = "kjv:0.15,facts:0.85"
+    assert corpus_share(c.data) == pytest.approx(0.15)
+    c.data.mixture = "addition:1"
+    assert corpus_share(c.data) == 0.0
+
+
 def test_config_validates_mixture_and_eval_keys():
     c = tiny_config()
     c.data.mixture = "kjv:1,additon:1"

@@ -48,6 +48,14 @@ class MixedBatches:
         return batch_BT1
 
 
+def corpus_share(data) -> float:
+    """The corpus's share of the training rows under `data.mixture` (1.0 without one).
+
+    Epochs count corpus tokens only: task rows are generated fresh and never repeat, so a
+    mixture with 15% corpus repeats the corpus at 0.15x the rate its token count suggests."""
+    return parse_mixture(data.mixture, data.name).get(data.name, 0.0) if data.mixture else 1.0
+
+
 def mix(corpus_batches, cfg, rows: slice):
     """Wrap a corpus batch source with `cfg.data.mixture` (the corpus itself if it is "")."""
     if not cfg.data.mixture:

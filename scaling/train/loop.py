@@ -10,7 +10,7 @@ metrics.jsonl lines:
     losses since the previous train line (its window), accumulated on device; `bpb` its bits
     per UTF-8 byte (the window's nats / its targets' bytes / ln 2; bytes per token id from
     `TokenBatches.token_bytes_V`; a mixture's task rows count like corpus rows); `lr` and
-    `grad_norm` are the window's last step's; `epochs` = tokens so far / train-split tokens.
+    `grad_norm` are the window's last step's; `epochs` = corpus tokens so far / train-split tokens.
   - val (`split: "val"`, every `eval.every` steps and at the end): `val_loss` over a fixed
     sample of `eval.batches` batches spread evenly over the whole validation split
     (`TokenBatches.spread_batch`), and `val_loss_se`, its standard error (sample std of the
@@ -42,6 +42,7 @@ import numpy as np
 from scaling import counting
 from scaling.config import ConfigDict, checkpoint_steps, resolve, to_json
 from scaling.data import TokenBatches
+from scaling.data.mixture import corpus_share
 from scaling.fileio import JsonlWriter, json_safe, read_jsonl, write_json_atomic
 from scaling.parallel import distributed
 from scaling.sweeps.store import held_here, read_summary, trial_lock, write_summary
@@ -202,8 +203,10 @@ class _Run:
         cfg, workdir = self.cfg, self.workdir
         self.trainer = trainer
         self.tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
-        # One epoch = every training window once (TokenBatches cuts the split into windows).
+        # One epoch = every training window once (TokenBatches cuts the split into windows),
+        # counted in corpus tokens: a mixture's task rows never repeat.
         self.epoch_tokens = self.train_data.num_windows * self.train_data.seq_len
+        self.corpus_share = corpus_share(cfg.data)
         self.desc = counting.describe(cfg)
         self._bytes_setup()
         self.peak, self.peak_source = peak_flops(cfg.model.dtype)
@@ -334,7 +337,7 @@ class _Run:
         tokens = step * self.tokens_per_step
         tps = timed * self.tokens_per_step / secs if timed else float("nan")
         fpt = self.desc["flops_per_token"]
-        row = {"step": step, "tokens": tokens, "epochs": tokens / self.epoch_tokens,
+        row = {"step": step, "tokens": tokens, "epochs": tokens * self.corpus_share / self.epoch_tokens,
                "loss": loss, "ppl": math.exp(min(loss, 50.0)), "bpb": bpb, "lr": float(m["lr"]),
                "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps,
                "mfu": tps * fpt / self.peak if timed else float("nan")}
@@ -422,7 +425,8 @@ class _Run:
             "decay_start": decay_start(t),
             "tokens_per_param": tokens / desc["params_total"],
             "tokens_per_param_ne": tokens / desc["params_non_embedding"],
-            "epochs": tokens / self.epoch_tokens, "train_split_tokens": self.epoch_tokens,
+            "epochs": tokens * self.corpus_share / self.epoch_tokens,
+            "train_split_tokens": self.epoch_tokens, "corpus_share": self.corpus_share,
             "loss": last["loss"], "ppl": last["ppl"], "bpb": last.get("bpb", math.nan),
             "val_loss": val["val_loss"], "val_loss_se": val["val_loss_se"],
             "val_ppl": val["val_ppl"], "val_bpb": val["val_bpb"],
