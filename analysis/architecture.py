@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.load import completed, default_loss_col, load_results, require_columns
+from analysis.load import completed, default_loss_col, load_results, plot_dir, require_columns
 from analysis.plots.style import colors, paper_style, plt, save_figure, si_label
 
 
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except AnalysisInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    p = Path(args.path)
-    out = Path(args.out) if args.out else (p.parent / "plots" if p.is_file() else p / "plots")
-    for f in save_figure(fig, out, stem):
+    for f in save_figure(fig, plot_dir(args.path, args.out), stem):
         print(f"plot: {f}")
     return 0
 

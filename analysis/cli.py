@@ -193,8 +193,8 @@ def _holdout(kind, args, df, loss_col, info, **fit_kw) -> int:
             fit_kw = {k: v for k, v in fit_kw.items() if k in ("bootstrap", "seed")}
         fit, res = fn(x["N"], x["D"], x["L"], x["C"], spec, budgets=_budgets(df),
                       trial_ids=_trial_ids(df), **fit_kw)
-    data = Path(args.data)
-    out = Path(args.plot_dir) if args.plot_dir else (data if data.is_dir() else data.parent) / "plots"
+    from analysis.load import plot_dir
+    out = plot_dir(args.data, args.plot_dir)
     res["plot"] = plot_holdout(res, out, kind)[0]
     res.pop("in_sample", None)
     warns = info["warnings"] + check_fit(fit, kind)
@@ -396,8 +396,8 @@ def _downstream_plot(args, fit, L, y, holdout) -> str:
     from analysis.plots.downstream import plot_downstream
     from analysis.plots.style import save_figure
 
-    data = Path(args.data)
-    out = Path(args.plot_dir) if args.plot_dir else (data if data.is_dir() else data.parent) / "plots"
+    from analysis.load import plot_dir
+    out = plot_dir(args.data, args.plot_dir)
     fig = plot_downstream(L, y, fit, holdout=holdout, metric=args.metric, title=args.metric)
     return save_figure(fig, out, "downstream")[0]
 

@@ -36,11 +36,21 @@ __all__ = [
     "aggregate_seeds",
     "seed_noise",
     "SEED_COL",
+    "plot_dir",
 ]
 
 SEED_COL = "train.seed"
 #: columns that identify a trained configuration when the table has no config keys
 _SHAPE_COLS = ("params_total", "params_non_embedding", "tokens", "flops")
+
+
+def plot_dir(path: str | os.PathLike, override: str | os.PathLike | None = None) -> Path:
+    """Where a command's plots go: `override`, else PATH/plots for a sweep directory, else a
+    plots/ folder beside a results file."""
+    if override:
+        return Path(override)
+    p = Path(path)
+    return (p if p.is_dir() else p.parent) / "plots"
 
 
 def load_results(path: str | os.PathLike) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.load import completed, load_results
+from analysis.load import completed, load_results, plot_dir
 from analysis.lr_rule import optimum_per_size
 
 PARAM_COL, WIDTH_COL, LR_COL = "model.parametrization", "model.d_model", "train.lr"
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="plot directory (default: beside the input)")
     args = ap.parse_args(argv)
     first = Path(args.paths[0])
-    out = args.out or str((first if first.is_dir() else first.parent) / "plots")
+    out = str(plot_dir(first, args.out))
     try:
         if args.what == "coord":
             df = load_coord_check(first)

@@ -163,12 +163,13 @@ def _warn_plan(trials) -> None:
         key = json.dumps([c.data.to_dict(), c.data.train_split], sort_keys=True)
         if key not in sizes:
             try:
-                sizes[key] = float(split_tokens(c.data, c.data.train_split))
+                sizes[key] = (float(split_tokens(c.data, c.data.train_split)), corpus_share(c.data))
             except (UserError, OSError):
-                sizes[key] = float("nan")
-        window_tokens = (sizes[key] - 1) // c.train.seq_len * c.train.seq_len
+                sizes[key] = (float("nan"), 1.0)
+        split, share = sizes[key]
+        window_tokens = (split - 1) // c.train.seq_len * c.train.seq_len
         rows.append({"trial_id": t.trial_id, "steps": c.train.steps,
-                     "epochs": (d["tokens"] * corpus_share(c.data) / window_tokens
+                     "epochs": (d["tokens"] * share / window_tokens
                                 if window_tokens > 0 else float("nan")),
                      "warmup_steps": float(warmup_steps(c.train)),
                      "data.mixture": c.data.mixture, "data.name": c.data.name})

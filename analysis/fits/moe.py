@@ -76,10 +76,10 @@ def experts_vs_dense(table: pd.DataFrame) -> pd.DataFrame:
     """Each routed row beside the dense row of nearest active size (the router adds ~1%, so
     active counts never match exactly): its loss and its difference from dense."""
     dense = table[table["E"] == 1]
+    if dense.empty:
+        return pd.DataFrame()
     rows = []
     for _, r in table[table["E"] > 1].iterrows():
-        if not len(dense):
-            break
         d = dense.iloc[int(np.argmin(np.abs(np.log(dense["N"].to_numpy() / r["N"]))))]
         rows.append({"N_active": r["N"], "experts": int(r["E"]), "loss": r["loss"],
                      "dense_N": d["N"], "dense_loss": d["loss"],
