@@ -120,6 +120,19 @@ def _ability_plots(workdir: str, outdir: str, bootstrap: int) -> tuple[list[str]
     return paths + more, warnings + w
 
 
+def _retrieval_plots(workdir: str, df: pd.DataFrame, outdir: str, warnings: list[str]) -> list[str]:
+    """Closed-book vs retrieved accuracy by size, per task evaluated both ways (none otherwise)."""
+    from analysis.retrieval import plot_sweep_retrieval, retrieval_tasks
+    tasks, paths = retrieval_tasks(df), []
+    for task in tasks:
+        name = "retrieval" if len(tasks) == 1 else f"retrieval_{task}"
+        try:
+            paths += plot_sweep_retrieval(workdir, outdir, task, df=df, name=name)[0]
+        except AnalysisInputError as exc:
+            warnings.append(f"no retrieval chart for {task}: {exc}")
+    return paths
+
+
 def _vocab_plot(df: pd.DataFrame, outdir: str, warnings: list[str]) -> list[str]:
     """bpb vs vocabulary per size, for tables with a data.tokenizer axis and val_bpb."""
     from analysis.plots.vocab import has_vocab_axis, plot_vocab
@@ -171,6 +184,7 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
     more, w = _ability_plots(workdir, plot_dir or os.path.join(workdir, "plots"), bootstrap)
     paths, warnings = paths + more, warnings + w
     paths += _vocab_plot(df, plot_dir or os.path.join(workdir, "plots"), warnings)
+    paths += _retrieval_plots(workdir, df, plot_dir or os.path.join(workdir, "plots"), warnings)
     for wline in warnings:  # on stderr, like every other warning of the tool
         print(f"warning: {wline}", file=sys.stderr, flush=True)
     if noise:

@@ -9,6 +9,7 @@ exact_match@k0` and `eval/<task>/retrieved/recall@1@k0`, with `params_non_embedd
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pandas as pd
@@ -19,12 +20,26 @@ from analysis.plots.retrieval import plot_retrieval
 from analysis.plots.style import save_figure
 from scaling.display import print_table
 
-__all__ = ["retrieval_frame", "plot_retrieval", "plot_sweep_retrieval"]
+__all__ = ["retrieval_tasks", "retrieval_frame", "plot_retrieval", "plot_sweep_retrieval"]
 
 
-def retrieval_frame(df: pd.DataFrame, task: str = "facts", metric: str = "exact_match",
+def retrieval_tasks(df: pd.DataFrame, metric: str = "exact_match", shots: int = 0) -> list[str]:
+    """Tasks evaluated both closed-book and retrieved in `df` (e.g. ["facts_cloze"])."""
+    pat = re.compile(rf"^eval/(.+)/retrieved/{re.escape(metric)}@k{shots}$")
+    return sorted(m.group(1) for c in df.columns if (m := pat.match(c))
+                  and f"eval/{m.group(1)}/direct/{metric}@k{shots}" in df.columns)
+
+
+def retrieval_frame(df: pd.DataFrame, task: str | None = None, metric: str = "exact_match",
                     shots: int = 0) -> pd.DataFrame:
-    """Per trial, sorted by size: N, closed, retrieved, gap (= retrieved - closed), recall@1."""
+    """Per trial, sorted by size: N, closed, retrieved, gap (= retrieved - closed), recall@1.
+
+    `task` defaults to the one task with closed-book and retrieved scores."""
+    if task is None:
+        found = retrieval_tasks(df, metric, shots)
+        if len(found) > 1:
+            raise AnalysisInputError(f"several retrieval tasks ({', '.join(found)}): name one")
+        task = found[0] if found else "facts"
     cols = {"closed": f"eval/{task}/direct/{metric}@k{shots}",
             "retrieved": f"eval/{task}/retrieved/{metric}@k{shots}",
             "recall@1": f"eval/{task}/retrieved/recall@1@k{shots}"}
@@ -40,11 +55,15 @@ def retrieval_frame(df: pd.DataFrame, task: str = "facts", metric: str = "exact_
     return out.sort_values("N").reset_index(drop=True)
 
 
-def plot_sweep_retrieval(sweep_dir, outdir=None, task: str = "facts") -> tuple[list[str], pd.DataFrame]:
+def plot_sweep_retrieval(sweep_dir, outdir=None, task: str | None = None,
+                         df: pd.DataFrame | None = None, name: str = "retrieval"
+                         ) -> tuple[list[str], pd.DataFrame]:
     """The retrieval chart of a sweep into `outdir` (default SWEEP_DIR/plots): (paths, frame)."""
-    frame = retrieval_frame(completed(load_results(sweep_dir)), task)
+    df = completed(load_results(sweep_dir) if df is None else df)
+    task = task or (retrieval_tasks(df) or ["facts"])[0]
+    frame = retrieval_frame(df, task)
     fig = plot_retrieval(frame, title=f"{task}: closed-book vs BM25-retrieved")
-    return save_figure(fig, outdir or os.path.join(sweep_dir, "plots"), "retrieval"), frame
+    return save_figure(fig, outdir or os.path.join(sweep_dir, "plots"), name), frame
 
 
 def main(argv=None) -> int:

@@ -56,6 +56,10 @@ class KnowledgeBase:
     def question(self, i: int, attribute: str) -> str:
         return ATTRIBUTES[attribute][1].format(e=self.names[i])
 
+    def prefix(self, i: int, attribute: str) -> str:
+        """The statement up to its value, as a cloze: "Dorin Kesta lives in"."""
+        return ATTRIBUTES[attribute][0].split("{v}")[0].format(e=self.names[i]).rstrip()
+
     def passage(self, i: int, order=None) -> str:
         """Entity i's facts as one line (canonical attribute order unless `order` is given)."""
         return " ".join(self.statement(i, a) for a in (order or ATTRIBUTES))

@@ -381,19 +381,29 @@ class Facts(Task):
     Modes: "direct" = closed-book (the answer must come from the parameters); "retrieved" =
     the BM25 top-1 passage of the knowledge base prepended as a "Context:" line, and the
     metrics recall@1 / recall@5 (gold passage among BM25's top k). Zero-shot.
+
+    `cloze=1` asks each fact as its statement's prefix, "Dorin Kesta lives in" -> "Varno", instead
+    of a question ("Where does Dorin Kesta live?"): reading the answer out of the context is then
+    a plain induction copy (find the prefix earlier, copy what followed), which 2-layer models of
+    a few 10k parameters learn; matching a question to a differently worded statement they mostly
+    did not (docs/results.md, "Retrieval vs parameters").
     """
 
     few_shot = False
     modes = ("direct", "retrieved")
     max_new_tokens = 12
 
-    def __init__(self, entities: int = 200, kb: int = 0):
+    def __init__(self, entities: int = 200, kb: int = 0, cloze: int = 0):
         if not 2 <= entities <= MAX_ENTITIES:
             raise UserError(f"facts: entities must be in [2, {MAX_ENTITIES}], got {entities}")
         if kb < 0:
             raise UserError(f"facts: kb (the knowledge base's seed) must be >= 0, got {kb}")
+        if cloze not in (0, 1):
+            raise UserError(f"facts: cloze must be 0 (questions) or 1 (statement prefixes), got {cloze}")
         self.kb = knowledge_base(entities, kb)
-        self.name = "facts" if (entities, kb) == (200, 0) else f"facts{entities}kb{kb}"
+        self.cloze = bool(cloze)
+        self.name = ("facts" if (entities, kb) == (200, 0) else f"facts{entities}kb{kb}") + \
+            ("_cloze" if cloze else "")
         self.chance = 1.0 / min(len(v) for _, _, v in ATTRIBUTES.values())
         self._ids = {n: i for i, n in enumerate(self.kb.names)}
         self._context: dict[str, str] = {}
@@ -401,7 +411,23 @@ class Facts(Task):
 
     def draw(self, rng):
         i, a = int(rng.integers(len(self.kb.names))), list(ATTRIBUTES)[int(rng.integers(len(ATTRIBUTES)))]
-        return Example(self.kb.question(i, a), self.kb.values[i][a], key=f"{self.kb.names[i]}|{a}")
+        return self._example(self.kb, i, a)
+
+    def _example(self, kb, i: int, a: str) -> Example:
+        question = kb.prefix(i, a) if self.cloze else kb.question(i, a)
+        return Example(question, kb.values[i][a], key=f"{kb.names[i]}|{a}")
+
+    def format(self, ex, cot=False):
+        if not self.cloze:
+            return super().format(ex, cot)
+        return ex.question + " ", ex.answer + "\n"
+
+    def parse(self, completion):
+        if not self.cloze:
+            return super().parse(completion)
+        # A cloze answer is the first word; the model may go on with the passage ("Varno. Dorin").
+        words = completion.split()
+        return re.sub(r"[^A-Za-z]", "", words[0]) if words else ""
 
     def entity(self, ex: Example) -> int:
         return self._ids[ex.key.split("|")[0]]
@@ -454,7 +480,7 @@ class Facts(Task):
         one = random_entity(rng, self._outsiders)
         a = list(ATTRIBUTES)[int(rng.integers(len(ATTRIBUTES)))]
         order = [str(x) for x in rng.permutation(list(ATTRIBUTES))]
-        ex = Example(one.question(0, a), one.values[0][a], key=f"{one.names[0]}|{a}")
+        ex = self._example(one, 0, a)
         return f"Context: {one.passage(0, order=order)}\n" + "".join(self.format(ex))
 
 

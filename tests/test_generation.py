@@ -92,6 +92,34 @@ def test_fact_modes_and_pretraining_text():
         assert q.startswith("Q: ") and a.startswith("A: ") and f" {a[3:]}." in passage
 
 
+def test_cloze_facts_make_reading_an_induction_copy():
+    """facts(cloze=1): the question is the statement's prefix, so the retrieved passage holds
+    "<prefix> <answer>" verbatim; the answer is the completion's first word."""
+    task, plain = get_task("facts(cloze=1)"), get_task("facts")
+    assert task.name == "facts_cloze" and task.modes == ("direct", "retrieved")
+    for e in task.examples(0, "eval", 20):
+        i, a = task.entity(e), e.key.split("|")[1]
+        assert task.kb.statement(i, a) == f"{e.question} {e.answer}."
+    closed, target, ex = task.mode_episode(0, 5, 0, "direct")
+    retrieved, _, _ = task.mode_episode(0, 5, 0, "retrieved")
+    assert closed == f"{ex.question} " and target == f"{ex.answer}\n" and retrieved.endswith(closed)
+    assert f"{ex.question} {ex.answer}." in retrieved and ex.answer not in closed
+    assert task.parse("Varno. Dorin Kesta works") == "Varno" and task.parse("") == ""
+    assert plain.parse("Varno. Dorin Kesta works") == "works"   # questions keep the last-word rule
+    text = task.train_text(np.random.default_rng(1), 20_000)
+    assert "Q: " not in text and "Context: " in text
+    for e in task.examples(0, "eval", 40):                        # stated, but never asked alone
+        assert f"\n{e.question} {e.answer}\n" not in text
+    reading = [b for b in text.split("Context: ")[1:-1]
+               if " ".join(b.split(" ", 2)[:2]) not in task.kb.names]
+    assert len(reading) > 10
+    for b in reading:
+        passage, cloze = b.split("\n")[:2]
+        assert f"{cloze}." in passage                             # the answer is in its context
+    with pytest.raises(UserError, match="cloze must be"):
+        get_task("facts(cloze=2)")
+
+
 def test_bad_fact_and_verse_specs_are_one_line_errors():
     for spec, msg in [("facts(entities=1)", "entities"), ("facts(kb=-1)", "kb"),
                       ("verse(words=0)", "words"), ("verse(prompt=99)", "prompt")]:
@@ -148,3 +176,30 @@ def test_retrieval_chart_reads_results_only(tmp_path):
     with pytest.raises(AnalysisInputError, match="retrieved/exact_match"):
         retrieval.retrieval_frame(df.drop(columns="eval/facts/retrieved/exact_match@k0"))
     assert retrieval.main([str(tmp_path / "nope")]) == 2
+
+
+def test_scaling_plot_draws_the_retrieval_chart_of_any_fact_task(tmp_path):
+    """`scaling plot DIR` draws retrieval.png when a task has closed-book and retrieved scores
+    (found by column name: facts, facts_cloze, ...), and nothing of the kind otherwise."""
+    import pandas as pd
+    from analysis import retrieval
+    from analysis.errors import AnalysisInputError
+    base = {"status": "done", "params_non_embedding": [1e4, 3e4, 8e4], "tokens": [1e6] * 3,
+            "flops": [1e11, 3e11, 8e11], "val_loss": [2.0, 1.9, 1.8]}
+    df = pd.DataFrame({**base, "eval/facts_cloze/direct/exact_match@k0": [0.1, 0.2, 0.4],
+                       "eval/facts_cloze/retrieved/exact_match@k0": [0.8, 0.9, 0.9],
+                       "eval/facts_cloze/retrieved/recall@1@k0": [1.0] * 3})
+    assert retrieval.retrieval_tasks(df) == ["facts_cloze"]
+    assert retrieval.retrieval_frame(df)["gap"].tolist() == pytest.approx([0.7, 0.7, 0.5])
+    df.to_parquet(tmp_path / "results.parquet")
+    out = run_cli("plot", str(tmp_path), "--no-fit")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "plots" / "retrieval.png").exists()
+    both = df.assign(**{c.replace("facts_cloze", "facts"): df[c] for c in df if "facts_cloze" in c})
+    with pytest.raises(AnalysisInputError, match="several retrieval tasks"):
+        retrieval.retrieval_frame(both)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pd.DataFrame(base).to_parquet(plain / "results.parquet")
+    assert run_cli("plot", str(plain), "--no-fit").returncode == 0
+    assert not (plain / "plots" / "retrieval.png").exists()

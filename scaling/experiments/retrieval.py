@@ -26,7 +26,11 @@ SIZES = [grid.size(32, 2, 2), grid.size(48, 2, 3), grid.size(64, 2, 4), grid.siz
 # answer format was not learned); at 4.8M the format was learned but not reading the context
 # (docs/results.md, "Retrieval vs parameters").
 TOKENS = 9_600_000
-MIXTURE = "kjv:0.15,facts:0.85"
+# Facts asked as cloze prefixes ("Dorin Kesta lives in" -> "Varno"), so that reading the retrieved
+# passage is an induction copy; with questions ("Where does Dorin Kesta live?") these sizes
+# barely read (retrieved EM 0.08-0.33, below closed-book at d32; docs/results.md).
+TASK = "facts(cloze=1)"
+MIXTURE = f"kjv:0.15,{TASK}:0.85"
 
 
 def get_config(arg=None):
@@ -36,7 +40,7 @@ def get_config(arg=None):
     # seq_len 192: a retrieved prompt (passage + question, <= 173 bytes) plus its answer fits.
     c.train.update(dict(batch_size=16, seq_len=192, lr=3e-3, tokens=TOKENS, warmup=0.05))
     c.log.every = 50
-    c.eval.update(dict(tasks="facts,verse", examples=160, shots="0", sc_samples=0))
+    c.eval.update(dict(tasks=f"{TASK},verse", examples=160, shots="0", sc_samples=0))
     if arg == "smoke":
         c.train.tokens = 16 * 192 * 40
         c.log.every = 10
