@@ -244,3 +244,30 @@ def test_sweep_report_stores_warnings_in_fit_json(tmp_path, monkeypatch, capsys)
     codes = {w.split("]")[0].lstrip("[") for w in fit["warnings"] if w.startswith("[")}
     assert {"too-few-steps", "isoflop-edge"} <= codes
     assert "warning: [isoflop-edge] budget C=3e+11" in capsys.readouterr().err
+
+
+def test_isoflop_study_design_meets_the_issue():
+    """experiments/isoflop.py: >= 3 budgets over >= 10x, >= 5 sizes each, one model shape,
+    >= MIN_STEPS steps and <= 4 epochs per trial, every configuration in every seed; the sweep
+    plan raises no guardrail but repetition."""
+    from scaling.cli import _warn_plan
+    from scaling.experiments import isoflop as exp
+    from scaling.sweeps.plan import expand
+
+    trials, _ = expand("experiments/isoflop.py", [])
+    budgets = sorted({round(t.overrides["sweep.budget"]) for t in trials})
+    assert len(budgets) >= 3 and budgets[-1] / budgets[0] >= 10
+    train_tokens = exp.TRAIN_TOKENS
+    for c in budgets:
+        mine = [t for t in trials if round(t.overrides["sweep.budget"]) == c]
+        assert len({t.cfg.model.d_model for t in mine}) >= 5
+        assert {t.cfg.train.seed for t in mine} == set(exp.SEEDS)
+        for t in mine:
+            m = t.cfg.model
+            assert (m.n_layers, m.n_heads) == (1, 2)
+            steps = t.cfg.train.tokens // (t.cfg.train.batch_size * t.cfg.train.seq_len)
+            assert steps >= exp.MIN_STEPS and t.cfg.train.tokens <= exp.MAX_EPOCHS * train_tokens
+            assert abs(counting.describe(t.cfg)["flops"] / c - 1) < 0.01
+    pilot, _ = expand("experiments/isoflop.py:pilot", [])
+    assert {round(t.overrides["sweep.budget"]) for t in pilot} == {budgets[0]}
+    assert {t.cfg.train.seed for t in pilot} == {exp.SEEDS[0]}

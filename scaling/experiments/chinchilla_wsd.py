@@ -1,23 +1,25 @@
 """Chinchilla N x D grid trained two ways: warmup-stable-decay with cooldown branches (default)
 and its cosine twin (`:cosine`), to measure what the branches save (Hägele et al. 2024).
 
-    scaling sweep --config experiments/chinchilla_wsd.py --workdir runs/wsd           (~8 min)
-    scaling sweep --config experiments/chinchilla_wsd.py:cosine --workdir runs/cosine (~15 min)
+    scaling sweep --config experiments/chinchilla_wsd.py --workdir runs/wsd           (~6 min)
+    scaling sweep --config experiments/chinchilla_wsd.py:cosine --workdir runs/cosine (~10 min)
     python -m analysis.wsd runs/wsd runs/cosine       # loss vs tokens per size, both schedules;
                                                       # compute spent, per-budget loss ratios
 
 Design, for 2 CPU cores:
 - 3 sizes (d16/L1, d24/L1, d32/L1: 3.2k-12k non-embedding parameters, around the IsoFLOP study's
-  optimum) x 4 token budgets of 500, 1000, 1500, 2000 optimizer steps of 8 x 128 tokens (0.5M to
-  2M tokens, <= 0.5 epochs of KJV; >= 500 steps, off the unigram plateau). Per-size lr from the
+  optimum) x 4 token budgets of 2000, 4000, 6000, 8000 optimizer steps of 8 x 128 tokens (2M to
+  8M tokens, <= 2.1 epochs of KJV). A first design with 500-2000 steps put WSD 0.2-8.6% below
+  cosine: at a few hundred steps these models are still leaving the unigram plateau, and cosine,
+  whose lr falls from the start, leaves it later (docs/results.md). Per-size lr from the
   IsoFLOP study's rule (experiments/isoflop.py, `lr_for`); validation on the same 64 batches.
 - wsd: decay_fraction 0.2 with the 1-sqrt cooldown (Hägele's best), to the same end lr as cosine
-  (min_lr_ratio 0.1). Per size one trunk of 0.8 x 2000 = 1600 steps plus cooldowns of 0.2 x (500
-  + 1000 + 1500 + 2000) = 1000 steps: 2600 steps against cosine's 5000, 52% of its compute
+  (min_lr_ratio 0.1). Per size one trunk of 0.8 x 8000 = 6400 steps plus cooldowns of 0.2 x (2000
+  + 4000 + 6000 + 8000) = 4000 steps: 10400 steps against cosine's 20000, 52% of its compute
   (`flops_spent` in the results table). Budgets are evenly spaced, not doubling: with budgets
   D, 2D, 4D the trunk alone would be 3.2D of cosine's 7D (66% in all).
-- Warmup: cosine warms up for 5% of each run (25-100 steps); every member of a wsd family for
-  the shortest budget's 25 steps (they must agree step by step with the trunk).
+- Warmup: cosine warms up for 5% of each run (100-400 steps); every member of a wsd family for
+  the shortest budget's 100 steps (they must agree step by step with the trunk).
 - Targets (issue 16): compute spent <= 55% of cosine's; each budget's final val loss within 1%
   of cosine's; Chinchilla alpha, beta of the two grids inside each other's bootstrap intervals.
 """
@@ -27,7 +29,7 @@ from scaling.sweeps import grid
 
 SIZES = [grid.size(16, 1, 2), grid.size(24, 1, 2), grid.size(32, 1, 2)]
 BATCH, SEQ_LEN = 8, 128
-STEPS = [500, 1000, 1500, 2000]
+STEPS = [2000, 4000, 6000, 8000]
 TOKENS = [s * BATCH * SEQ_LEN for s in STEPS]
 DECAY_FRACTION, DECAY_SHAPE = 0.2, "1-sqrt"
 

@@ -1,4 +1,4 @@
-"""The CPU IsoFLOP study: 4 compute budgets spanning 30x, 6-8 model sizes each, around the optimum.
+"""The CPU IsoFLOP study: 4 compute budgets spanning 30x, 6-11 model sizes each, around the optimum.
 
     scaling sweep --config experiments/isoflop.py --workdir runs/isoflop --parallel 2  (~50 min)
     scaling sweep --config experiments/isoflop.py:pilot --workdir runs/isoflop_pilot  (lowest budget)
@@ -30,15 +30,18 @@ from scaling.config import ConfigDict, apply_overrides, default_config, resolve
 from scaling.sweeps import grid
 
 BUDGETS = [1e11, 3e11, 1e12, 3e12]
-LADDER = [grid.size(d, 1, 2) for d in (8, 12, 16, 20, 24, 28, 32, 36, 40, 48, 56, 64, 80, 96)]
+LADDER = [grid.size(d, 1, 2) for d in (8, 12, 16, 20, 24, 28, 32, 36, 40, 48, 56, 64, 80, 96, 112, 128)]
 BATCH, SEQ_LEN = 8, 128
 MIN_STEPS = 500
 MAX_EPOCHS = 4.0
 TRAIN_TOKENS = 3_935_360   # KJV train split, byte tokens (the trainer reports epochs exactly)
 # Guessed N_opt (non-embedding) = N_GUESS[0] * (C / 1e12) ** N_GUESS[1], from the previous run's
-# one-layer optima (3.2k at 1e11, 7-12k at 3e11, 12.5k at 1e12); sizes within SPAN of it are kept.
+# one-layer optima (3.2k at 1e11, 7-12k at 3e11, 12.5k at 1e12).
 N_GUESS = (13e3, 0.7)
-SPAN = 4.5
+# Sizes from guess / SPAN_DOWN to guess * SPAN_UP. The grid reaches further up than down:
+# repetition (up to 4 epochs for the small sizes of the top budgets) moves the optimum to larger
+# N than the guess. With 4.5 both ways, seed 0 put the 3e12 minimum at d80, the second-largest size.
+SPAN_DOWN, SPAN_UP = 4.5, 8.0
 SEEDS = [0, 1, 2]
 # lr_opt(N_non_embedding) = LR_RULE[0] * (N / 1e5) ** LR_RULE[1], fitted by `python -m analysis.lr_rule`
 # on experiments/lr_sweep.py (b = -0.39 +- 0.16; d8's optimum was at the grid's top lr, 0.032).
@@ -70,15 +73,15 @@ def size_counts(base: ConfigDict, size: dict) -> tuple[int, float]:
 
 
 def sizes_for(base: ConfigDict, budget: float) -> list[dict]:
-    """The ladder sizes for `budget`: within SPAN of the guessed optimum, with enough steps and
-    few enough epochs."""
+    """The ladder sizes for `budget`: from the guessed optimum / SPAN_DOWN to guess * SPAN_UP,
+    with enough steps and few enough epochs."""
     guess = N_GUESS[0] * (budget / 1e12) ** N_GUESS[1]
     ok = []
     for s in LADDER:
         n, fpt = size_counts(base, s)
         tokens = budget / fpt
         if (MIN_STEPS * BATCH * SEQ_LEN <= tokens <= MAX_EPOCHS * TRAIN_TOKENS
-                and guess / SPAN <= n <= guess * SPAN):
+                and guess / SPAN_DOWN <= n <= guess * SPAN_UP):
             ok.append(s)
     return ok
 
