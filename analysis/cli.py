@@ -297,7 +297,7 @@ def _fit_isoflop(args) -> int:
 @_handles_input_errors
 def _fit_envelope(args) -> int:
     from analysis.convention import C_FLOPS, n_convention
-    from analysis.fits.envelope import curve_flops, fit_envelope
+    from analysis.fits.envelope import POINTS, curve_flops, final_points, fit_envelope
     from analysis.load import completed, load_curves, load_results
 
     n_boot = _bootstrap_count(args)
@@ -306,9 +306,13 @@ def _fit_envelope(args) -> int:
     from analysis.guardrails import screen_trials
 
     kept, warns = screen_trials(load_results(args.data))
-    cur = curve_flops(load_curves(args.data), completed(kept), n_col=args.n_col)
+    if args.points == "final":
+        cur = final_points(completed(kept), n_col=args.n_col)
+    else:
+        cur = curve_flops(load_curves(args.data), completed(kept), n_col=args.n_col)
     res = fit_envelope(cur, n_bins=args.bins, bootstrap=n_boot, seed=args.seed)
-    res = {"method": "envelope", **res, "n_convention": n_convention(args.n_col), "c_convention": C_FLOPS}
+    res = {"method": "envelope", "points": POINTS[args.points], **res,
+           "n_convention": n_convention(args.n_col), "c_convention": C_FLOPS}
     _emit(res, warns + _coded(res.get("warnings", []), "fit"))
     if not args.json:
         res.pop("envelope")
@@ -508,8 +512,12 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.set_defaults(func=_fit_moe)
 
-    p = kinds.add_parser("envelope", help="Approach 1: min loss per FLOP bin over training curves")
-    p.add_argument("data", help="sweep directory (reads trials/*/metrics.jsonl and results)")
+    p = kinds.add_parser("envelope", help="Approach 1: min loss per FLOP bin (end-of-schedule points)")
+    p.add_argument("data", help="sweep directory (reads results; trials/*/metrics.jsonl with --points curves)")
+    p.add_argument("--points", choices=("final", "curves"), default="final",
+                   help="final: each trial's end-of-schedule validation loss, seeds averaged "
+                        "(default; annealed points only); curves: every logged training step, as "
+                        "Hoffmann et al. did with many cosine lengths")
     p.add_argument("--n-col", default="params_non_embedding")
     p.add_argument("--bins", type=int, default=100, help="log-spaced FLOP bins (default: %(default)s)")
     p.add_argument("--bootstrap", type=int, default=_DEFAULT_BOOT, metavar="N",

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.cli import main as cli_main
@@ -71,6 +72,31 @@ def test_isoflop_and_envelope_on_synthetic_sweep(iso_dir):
     e = fit_envelope(cur, bootstrap=50)
     assert abs(e["a"] - TRUE_A) < 0.03
     assert e["ci"]["a"][0] < TRUE_A < e["ci"]["a"][1]
+
+
+def test_envelope_of_end_of_schedule_points(iso_dir, capsys):
+    """Approach 1 by default takes one annealed point per configuration (its final val loss,
+    seeds averaged), never a mid-run step of a cosine schedule."""
+    from analysis.fits.envelope import final_points
+    df = completed(load_results(iso_dir))
+    pts = final_points(df)
+    assert len(pts) == len(df) and (pts["loss"].to_numpy() == df["val_loss"].to_numpy()).all()
+    e = fit_envelope(pts, n_bins=20)
+    # each budget's winner is its lowest final val loss
+    best = df.loc[df.groupby(np.log10(df["flops"]).round(1))["val_loss"].idxmin()]
+    interior = best[(best["params_non_embedding"] > df["params_non_embedding"].min())
+                    & (best["params_non_embedding"] < df["params_non_embedding"].max())]
+    assert sorted(r["N"] for r in e["envelope"]) == sorted(interior["params_non_embedding"])
+    env = pd.DataFrame(e["envelope"])
+    assert e["a"] == pytest.approx(np.polyfit(np.log(env["C"]), np.log(env["N"]), 1)[0])
+    assert 0 < e["a"] < 1   # coarse: each budget's winner is one of the ladder's sizes
+    assert cli_main(["fit", "envelope", str(iso_dir), "--bootstrap", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["points"].startswith("end-of-schedule") and res["n_points"] == len(e["envelope"])
+    twin = df.assign(**{"train.seed": 1, "val_loss": df["val_loss"] + 0.02})
+    both = pd.concat([df.assign(**{"train.seed": 0}), twin], ignore_index=True)
+    avg = final_points(both)
+    assert len(avg) == len(df) and np.allclose(np.sort(avg["loss"]), np.sort(df["val_loss"] + 0.01))
 
 
 def test_isoflop_needs_interior_minima(tmp_path):

@@ -1,9 +1,11 @@
-"""Chinchilla Approach 1: the envelope (lower hull) of training curves.
+"""Chinchilla Approach 1: the envelope (lower hull) of (FLOPs, loss) points.
 
-Each logged step of each trial is a point (FLOPs so far, loss). Binning FLOPs
-log-uniformly and keeping the lowest-loss point per bin gives the envelope; the
-model size and tokens of the winning point give N_opt(C) and D_opt(C), which are
-fitted as power laws.
+Binning FLOPs log-uniformly and keeping the lowest-loss point per bin gives the envelope; the
+model size and tokens of the winning point give N_opt(C) and D_opt(C), which are fitted as
+power laws. The points are, by default, each trial's end of schedule (`final_points`: the
+validation loss after the lr has annealed, seeds averaged). Mid-run points of a cosine run
+(`curve_flops`) are not annealed and flatter the larger models' early steps; Hoffmann et al.
+used them only because they trained 4 cosine lengths per size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from analysis.fits.bootstrap import check_count, per_replicate, run_bootstrap
 from analysis.fits.powerlaw import fit_loglog
 from analysis.load import require_columns
 
-__all__ = ["curve_flops", "envelope_points", "fit_envelope"]
+__all__ = ["POINTS", "curve_flops", "final_points", "envelope_points", "fit_envelope"]
+
+#: What each kind of envelope point is (stored with the fit).
+POINTS = {"final": "end-of-schedule validation loss per trial, seeds averaged",
+          "curves": "every logged training step (train loss, not annealed)"}
 
 
 def curve_flops(curves: pd.DataFrame, results: pd.DataFrame, *, n_col: str = "params_non_embedding") -> pd.DataFrame:
@@ -35,6 +41,23 @@ def curve_flops(curves: pd.DataFrame, results: pd.DataFrame, *, n_col: str = "pa
                                  "check that trial_id values agree")
     cur = cur.assign(flops=cur["fpt"] * cur["tokens"].astype(float))
     return cur[np.isfinite(cur["loss"]) & (cur["loss"] > 0) & (cur["flops"] > 0)]
+
+
+def final_points(results: pd.DataFrame, *, n_col: str = "params_non_embedding") -> pd.DataFrame:
+    """One point per configuration at the end of its schedule: ``trial_id, N, tokens, flops,
+    loss`` with loss the validation loss (train loss where there is none), seeds averaged."""
+    from analysis.load import aggregate_seeds, default_loss_col
+
+    loss_col = default_loss_col(results)
+    require_columns(results, ["trial_id", n_col, "flops", "tokens", loss_col], what="results table")
+    agg = aggregate_seeds(results)
+    out = pd.DataFrame({"trial_id": agg["trial_id"] if "trial_id" in agg else agg.index.astype(str),
+                        "N": agg[n_col].astype(float), "tokens": agg["tokens"].astype(float),
+                        "flops": agg["flops"].astype(float), "loss": agg[loss_col].astype(float)})
+    out = out[np.isfinite(out["loss"]) & (out["loss"] > 0) & (out["flops"] > 0)]
+    if out.empty:
+        raise AnalysisInputError("no finished trial with a loss, tokens and flops to build the envelope from")
+    return out.reset_index(drop=True)
 
 
 def envelope_points(cur: pd.DataFrame, *, n_bins: int = 100) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 evaluated closed-book and with the BM25-retrieved passage (RETRO, Borgeaud et al. 2022).
 
     scaling sweep --config experiments/retrieval.py --workdir runs/retrieval --parallel 2  (43 min measured on 2 shared cores)
+    scaling sweep --config experiments/retrieval.py:cloze --workdir runs/retrieval_cloze  (facts as cloze prefixes)
     scaling sweep --config experiments/retrieval.py:smoke --workdir runs/retrieval_smoke  (~3 min)
     python -m analysis.retrieval runs/retrieval     # accuracy vs size, closed vs retrieved, gap
 
@@ -26,21 +27,29 @@ SIZES = [grid.size(32, 2, 2), grid.size(48, 2, 3), grid.size(64, 2, 4), grid.siz
 # answer format was not learned); at 4.8M the format was learned but not reading the context
 # (docs/results.md, "Retrieval vs parameters").
 TOKENS = 9_600_000
-# Facts asked as cloze prefixes ("Dorin Kesta lives in" -> "Varno"), so that reading the retrieved
-# passage is an induction copy; with questions ("Where does Dorin Kesta live?") these sizes
-# barely read (retrieved EM 0.08-0.33, below closed-book at d32; docs/results.md).
-TASK = "facts(cloze=1)"
-MIXTURE = f"kjv:0.15,{TASK}:0.85"
+# The fact task's two forms: questions ("Where does Dorin Kesta live?", the default) and cloze
+# prefixes ("Dorin Kesta lives in" -> "Varno", `:cloze`). Cloze was meant to make reading an
+# induction copy; measured, it raised closed-book accuracy (the cloze is the passage's own text)
+# and not the retrieved one, so retrieved fell below closed-book at 3 of 4 sizes
+# (docs/results.md, "Retrieval vs parameters").
+TASKS = {"questions": "facts", "cloze": "facts(cloze=1)"}
+
+
+def task_for(arg=None) -> str:
+    return TASKS["cloze" if arg == "cloze" else "questions"]
 
 
 def get_config(arg=None):
+    if arg not in (None, "cloze", "smoke"):
+        raise ValueError(f"unknown ARG {arg!r}; use nothing (questions), cloze or smoke")
+    task = task_for(arg)
     c = default_config()
     c.name = "retrieval"
-    c.data.mixture = MIXTURE
+    c.data.mixture = f"kjv:0.15,{task}:0.85"
     # seq_len 192: a retrieved prompt (passage + question, <= 173 bytes) plus its answer fits.
     c.train.update(dict(batch_size=16, seq_len=192, lr=3e-3, tokens=TOKENS, warmup=0.05))
     c.log.every = 50
-    c.eval.update(dict(tasks=f"{TASK},verse", examples=160, shots="0", sc_samples=0))
+    c.eval.update(dict(tasks=f"{task},verse", examples=160, shots="0", sc_samples=0))
     if arg == "smoke":
         c.train.tokens = 16 * 192 * 40
         c.log.every = 10
