@@ -177,14 +177,15 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
         write_json_atomic(fit_json, jsonable({"chinchilla": result, "warnings": warnings,
                                               "seed_noise": noise}))
     paths: list[str] = []
+    outdir = plot_dir or os.path.join(workdir, "plots")
     try:
-        paths = plot_sweep(good, plot_dir or os.path.join(workdir, "plots"), fit=result)
+        paths = plot_sweep(good, outdir, fit=result)
     except AnalysisInputError as exc:
         warnings.append(f"no plots: {exc}")
-    more, w = _ability_plots(workdir, plot_dir or os.path.join(workdir, "plots"), bootstrap)
+    more, w = _ability_plots(workdir, outdir, bootstrap)
     paths, warnings = paths + more, warnings + w
-    paths += _vocab_plot(df, plot_dir or os.path.join(workdir, "plots"), warnings)
-    paths += _retrieval_plots(workdir, df, plot_dir or os.path.join(workdir, "plots"), warnings)
+    paths += _vocab_plot(df, outdir, warnings)
+    paths += _retrieval_plots(workdir, df, outdir, warnings)
     for wline in warnings:  # on stderr, like every other warning of the tool
         print(f"warning: {wline}", file=sys.stderr, flush=True)
     if noise:

@@ -383,10 +383,10 @@ class Facts(Task):
     metrics recall@1 / recall@5 (gold passage among BM25's top k). Zero-shot.
 
     `cloze=1` asks each fact as its statement's prefix, "Dorin Kesta lives in" -> "Varno", instead
-    of a question ("Where does Dorin Kesta live?"): reading the answer out of the context is then
-    a plain induction copy (find the prefix earlier, copy what followed), which 2-layer models of
-    a few 10k parameters learn; matching a question to a differently worded statement they mostly
-    did not (docs/results.md, "Retrieval vs parameters").
+    of a question ("Where does Dorin Kesta live?"), so reading the answer out of the context is a
+    copy of what followed the same prefix. Measured on 2-layer byte-level models of 25k-222k
+    parameters, it raised closed-book accuracy and not retrieved accuracy (docs/results.md,
+    "Retrieval vs parameters").
     """
 
     few_shot = False

@@ -40,7 +40,12 @@ def curve_flops(curves: pd.DataFrame, results: pd.DataFrame, *, n_col: str = "pa
         raise AnalysisInputError("no training-curve rows match finished trials in the results table; "
                                  "check that trial_id values agree")
     cur = cur.assign(flops=cur["fpt"] * cur["tokens"].astype(float))
-    return cur[np.isfinite(cur["loss"]) & (cur["loss"] > 0) & (cur["flops"] > 0)]
+    return _usable(cur)
+
+
+def _usable(points: pd.DataFrame) -> pd.DataFrame:
+    """Rows with a finite positive loss and positive FLOPs."""
+    return points[np.isfinite(points["loss"]) & (points["loss"] > 0) & (points["flops"] > 0)]
 
 
 def final_points(results: pd.DataFrame, *, n_col: str = "params_non_embedding") -> pd.DataFrame:
@@ -51,10 +56,10 @@ def final_points(results: pd.DataFrame, *, n_col: str = "params_non_embedding") 
     loss_col = default_loss_col(results)
     require_columns(results, ["trial_id", n_col, "flops", "tokens", loss_col], what="results table")
     agg = aggregate_seeds(results)
-    out = pd.DataFrame({"trial_id": agg["trial_id"] if "trial_id" in agg else agg.index.astype(str),
-                        "N": agg[n_col].astype(float), "tokens": agg["tokens"].astype(float),
-                        "flops": agg["flops"].astype(float), "loss": agg[loss_col].astype(float)})
-    out = out[np.isfinite(out["loss"]) & (out["loss"] > 0) & (out["flops"] > 0)]
+    out = _usable(pd.DataFrame({"trial_id": agg["trial_id"], "N": agg[n_col].astype(float),
+                                "tokens": agg["tokens"].astype(float),
+                                "flops": agg["flops"].astype(float),
+                                "loss": agg[loss_col].astype(float)}))
     if out.empty:
         raise AnalysisInputError("no finished trial with a loss, tokens and flops to build the envelope from")
     return out.reset_index(drop=True)

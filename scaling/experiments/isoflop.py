@@ -1,4 +1,4 @@
-"""The CPU IsoFLOP study: 4 compute budgets spanning 30x, 6-11 model sizes each, around the optimum.
+"""The CPU IsoFLOP study: 4 compute budgets spanning 30x, 7-11 model sizes each, around the optimum.
 
     scaling sweep --config experiments/isoflop.py --workdir runs/isoflop --parallel 2  (~50 min)
     scaling sweep --config experiments/isoflop.py:pilot --workdir runs/isoflop_pilot  (lowest budget)
@@ -8,12 +8,12 @@
 Design (docs/results.md has the measured outcome, and the earlier designs it replaced):
 - Byte-level LMs on the built-in KJV corpus (~3.9M train tokens), budgets 1e11 ... 3e12 FLOPs
   counted by the trainer (scaling.counting: 6·(N_ne + d·V) + 12·L·T·d per token).
-- One model shape, width the only size axis: one layer, two heads, d_model 8 ... 96
-  (0.8k -> 111k non-embedding parameters). The previous ladder switched from one layer to two
+- One model shape, width the only size axis: one layer, two heads, d_model 8 ... 128
+  (0.8k -> 197k non-embedding parameters). The previous ladder switched from one layer to two
   at d32, and that shape step (d32/L2 worse than d32/L1 by up to 0.37 nats) was the largest
   misfit of the Chinchilla form: a scaling law describes one family, not a mix of shapes.
-- Per budget, the ladder sizes within a factor SPAN of a guessed optimum (N_GUESS, from the
-  previous run's optima) that also give >= MIN_STEPS optimizer steps and <= MAX_EPOCHS passes
+- Per budget, the ladder sizes from a guessed optimum (N_GUESS, from the previous run's optima)
+  / SPAN_DOWN to guess * SPAN_UP that also give >= MIN_STEPS optimizer steps and <= MAX_EPOCHS passes
   over the train split: no trial is too short to be annealed, and repetition stays within
   Muennighoff et al.'s ~4-epoch range.
 - A small batch (8 x 128 tokens) and >= 500 optimizer steps per trial. Below a few hundred steps
