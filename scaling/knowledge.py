@@ -5,9 +5,14 @@ stored the fact during pretraining) or with the BM25 top-1 passage prepended (re
 stand in for parameters: RETRO, Borgeaud et al. 2022). Everything is a pure function of
 (entities, kb seed): the same knobs give the same entities, facts and passages on every machine.
 
-One passage per entity, its attributes in a fixed order:
+Two retrieval units (what BM25 indexes and returns): an entity's passage, its attributes in a
+fixed order,
 
     Dorin Kesta lives in Varno. Dorin Kesta works as a smith. Dorin Kesta wears red. ...
+
+or one fact, a single statement ("Dorin Kesta lives in Varno."): proposition-sized units, which
+Chen et al. 2023 ("Dense X Retrieval: What Retrieval Granularity Should We Use?") find retrieve
+and read better than passages.
 
 BM25 is `bm25s` (a maintained library, not a hand-written scorer), English stopwords removed,
 no stemming; it is imported on first use, so config checks stay light.
@@ -44,6 +49,9 @@ ATTRIBUTES = {
 }
 
 
+UNITS = ("entity", "fact")
+
+
 @dataclass(frozen=True)
 class KnowledgeBase:
     """Entities (unique full names) and their attribute values, one passage per entity."""
@@ -69,25 +77,47 @@ class KnowledgeBase:
         return [self.passage(i) for i in range(len(self.names))]
 
     @functools.cached_property
-    def _index(self):
-        import bm25s  # heavy import only where retrieval runs
-        logging.getLogger("bm25s").setLevel(logging.WARNING)  # its DEBUG lines reach stderr
-        index = bm25s.BM25()
-        index.index(bm25s.tokenize(self.passages, stopwords="en", show_progress=False),
-                    show_progress=False)
-        return index
+    def facts(self) -> list[str]:
+        """Every statement, entity-major: fact id i * len(ATTRIBUTES) + attribute index."""
+        return [self.statement(i, a) for i in range(len(self.names)) for a in ATTRIBUTES]
 
-    def retrieve(self, queries: list[str], k: int = 1) -> np.ndarray:
-        """Entity ids of the BM25 top-k passages per query, best first: (len(queries), k)."""
+    @staticmethod
+    def fact_id(i: int, attribute: str) -> int:
+        return i * len(ATTRIBUTES) + list(ATTRIBUTES).index(attribute)
+
+    def units(self, unit: str) -> list[str]:
+        """The texts of retrieval unit `unit` ("entity": passages, "fact": statements)."""
+        if unit not in UNITS:
+            raise ValueError(f"unknown retrieval unit {unit!r}; pick from {UNITS}")
+        return self.passages if unit == "entity" else self.facts
+
+    @functools.cached_property
+    def _indexes(self) -> dict:
+        return {}
+
+    def _index(self, unit: str):
+        if unit not in self._indexes:
+            import bm25s  # heavy import only where retrieval runs
+            logging.getLogger("bm25s").setLevel(logging.WARNING)  # its DEBUG lines reach stderr
+            index = bm25s.BM25()
+            index.index(bm25s.tokenize(self.units(unit), stopwords="en", show_progress=False),
+                        show_progress=False)
+            self._indexes[unit] = index
+        return self._indexes[unit]
+
+    def retrieve(self, queries: list[str], k: int = 1, unit: str = "entity") -> np.ndarray:
+        """Ids (into `units(unit)`) of the BM25 top-k units per query, best first: (len(queries), k)."""
         import bm25s
-        k = min(k, len(self.names))
-        ids_QK, _ = self._index.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False),
-                                         k=k, show_progress=False, n_threads=1)
+        k = min(k, len(self.units(unit)))
+        ids_QK, _ = self._index(unit).retrieve(
+            bm25s.tokenize(queries, stopwords="en", show_progress=False),
+            k=k, show_progress=False, n_threads=1)
         return np.asarray(ids_QK)
 
-    def recall_at(self, queries: list[str], gold: list[int], ks=(1, 5)) -> dict[str, float]:
-        """{"recall@k": share of queries whose gold entity is among the top k passages}."""
-        top_QK = self.retrieve(queries, max(ks))
+    def recall_at(self, queries: list[str], gold: list[int], ks=(1, 5),
+                  unit: str = "entity") -> dict[str, float]:
+        """{"recall@k": share of queries whose gold unit id is among the top k}."""
+        top_QK = self.retrieve(queries, max(ks), unit)
         hit_QK = top_QK == np.asarray(gold)[:, None]
         return {f"recall@{k}": float(hit_QK[:, :k].any(axis=1).mean()) for k in ks}
 

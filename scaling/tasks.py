@@ -387,23 +387,33 @@ class Facts(Task):
     copy of what followed the same prefix. Measured on 2-layer byte-level models of 25k-222k
     parameters, it raised closed-book accuracy and not retrieved accuracy (docs/results.md,
     "Retrieval vs parameters").
+
+    `per_fact=1` makes the retrieval unit one fact (a single statement) instead of an entity's
+    four-fact passage, in the index and in every Context line of pretraining: the context then
+    holds one value, so reading is a copy with nothing to choose. With cloze prompts BM25 finds
+    the right statement (recall@1 1.0 on the default KB); with questions it cannot tell an
+    entity's facts apart ("live" vs "lives", no stemming: recall@1 0.25).
     """
 
     few_shot = False
     modes = ("direct", "retrieved")
     max_new_tokens = 12
 
-    def __init__(self, entities: int = 200, kb: int = 0, cloze: int = 0):
+    def __init__(self, entities: int = 200, kb: int = 0, cloze: int = 0, per_fact: int = 0):
         if not 2 <= entities <= MAX_ENTITIES:
             raise UserError(f"facts: entities must be in [2, {MAX_ENTITIES}], got {entities}")
         if kb < 0:
             raise UserError(f"facts: kb (the knowledge base's seed) must be >= 0, got {kb}")
         if cloze not in (0, 1):
             raise UserError(f"facts: cloze must be 0 (questions) or 1 (statement prefixes), got {cloze}")
+        if per_fact not in (0, 1):
+            raise UserError(f"facts: per_fact must be 0 (retrieve an entity's passage) or 1 "
+                            f"(retrieve one fact), got {per_fact}")
         self.kb = knowledge_base(entities, kb)
         self.cloze = bool(cloze)
+        self.unit = "fact" if per_fact else "entity"
         self.name = ("facts" if (entities, kb) == (200, 0) else f"facts{entities}kb{kb}") + \
-            ("_cloze" if cloze else "")
+            ("_cloze" if cloze else "") + ("_perfact" if per_fact else "")
         self.chance = 1.0 / min(len(v) for _, _, v in ATTRIBUTES.values())
         self._ids = {n: i for i, n in enumerate(self.kb.names)}
         self._context: dict[str, str] = {}
@@ -432,10 +442,16 @@ class Facts(Task):
     def entity(self, ex: Example) -> int:
         return self._ids[ex.key.split("|")[0]]
 
+    def gold(self, ex: Example) -> int:
+        """The id of the retrieval unit that answers `ex` (its entity, or its fact)."""
+        i = self.entity(ex)
+        return i if self.unit == "entity" else self.kb.fact_id(i, ex.key.split("|")[1])
+
     def context(self, question: str) -> str:
-        """The "Context: <BM25 top-1 passage>" line for `question`."""
+        """The "Context: <BM25 top-1 unit>" line for `question`."""
         if question not in self._context:
-            self._context[question] = f"Context: {self.kb.passages[self.kb.retrieve([question])[0, 0]]}\n"
+            top = self.kb.retrieve([question], unit=self.unit)[0, 0]
+            self._context[question] = f"Context: {self.kb.units(self.unit)[top]}\n"
         return self._context[question]
 
     def mode_episode(self, seed, index, k, mode):
@@ -448,10 +464,18 @@ class Facts(Task):
     def mode_metrics(self, mode, queries):
         if mode != "retrieved":
             return {}
-        return self.kb.recall_at([q.question for q in queries], [self.entity(q) for q in queries])
+        return self.kb.recall_at([q.question for q in queries], [self.gold(q) for q in queries],
+                                 unit=self.unit)
 
     def _passage(self, rng, i: int) -> str:
         return self.kb.passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])
+
+    def _context_line(self, rng, kb, i: int, attribute: str) -> str:
+        """A pretraining Context line in the retrieval unit's shape: the asked fact alone, or
+        the entity's passage in a random attribute order."""
+        if self.unit == "fact":
+            return f"Context: {kb.statement(i, attribute)}\n"
+        return f"Context: {kb.passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])}\n"
 
     def train_text(self, rng, n_chars):
         """30% passages (any entity), 20% closed-book Q/A and 15% Context + Q/A of train facts,
@@ -469,7 +493,7 @@ class Facts(Task):
                 ex = self.sample(rng, "train")
                 text = "".join(self.format(ex))
                 if r >= 0.5:
-                    text = f"Context: {self._passage(rng, self.entity(ex))}\n" + text
+                    text = self._context_line(rng, self.kb, self.entity(ex), ex.key.split("|")[1]) + text
             else:
                 text = self._reading(rng)
             parts.append(text)
@@ -479,9 +503,8 @@ class Facts(Task):
     def _reading(self, rng) -> str:
         one = random_entity(rng, self._outsiders)
         a = list(ATTRIBUTES)[int(rng.integers(len(ATTRIBUTES)))]
-        order = [str(x) for x in rng.permutation(list(ATTRIBUTES))]
         ex = self._example(one, 0, a)
-        return f"Context: {one.passage(0, order=order)}\n" + "".join(self.format(ex))
+        return self._context_line(rng, one, 0, a) + "".join(self.format(ex))
 
 
 REGISTRY: dict[str, Callable[..., Task]] = {

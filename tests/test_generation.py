@@ -120,6 +120,31 @@ def test_cloze_facts_make_reading_an_induction_copy():
         get_task("facts(cloze=2)")
 
 
+def test_per_fact_units_retrieve_and_practise_one_statement():
+    """facts(per_fact=1): BM25 indexes single statements, every Context line (eval and
+    pretraining) holds just the asked fact, and recall is scored against that fact."""
+    task = get_task("facts(cloze=1,per_fact=1)")
+    assert task.name == "facts_cloze_perfact" and len(task.kb.facts) == 4 * len(task.kb.names)
+    queries = task.examples(0, "eval", 60)
+    for i, e in enumerate(task.examples(0, "eval", 10)):
+        prompt, target, ex = task.mode_episode(0, i, 0, "retrieved")
+        context = prompt.split("\n")[0]
+        assert context == f"Context: {ex.question} {ex.answer}."       # one fact, the right one
+    assert task.mode_metrics("retrieved", queries) == {"recall@1": 1.0, "recall@5": 1.0}
+    # Questions share no word with their statement beyond the name: BM25 cannot pick the fact.
+    q = get_task("facts(per_fact=1)")
+    assert q.mode_metrics("retrieved", q.examples(0, "eval", 60))["recall@1"] < 0.5
+    assert get_task("facts").mode_metrics("retrieved", q.examples(0, "eval", 60))["recall@1"] == 1.0
+    text = task.train_text(np.random.default_rng(2), 20_000)
+    blocks = text.split("Context: ")[1:-1]
+    assert len(blocks) > 20
+    for b in blocks:
+        fact, cloze = b.split("\n")[:2]
+        assert fact.count(".") == 1 and fact == f"{cloze}."           # single statement, asked
+    with pytest.raises(UserError, match="per_fact must be"):
+        get_task("facts(per_fact=2)")
+
+
 def test_bad_fact_and_verse_specs_are_one_line_errors():
     for spec, msg in [("facts(entities=1)", "entities"), ("facts(kb=-1)", "kb"),
                       ("verse(words=0)", "words"), ("verse(prompt=99)", "prompt")]:

@@ -243,6 +243,23 @@ def test_chinchilla_wsd_experiment_design():
     assert spent(wsd) / spent(cos) <= 0.55
 
 
+def test_chinchilla_wsd_lr_scan_pairs_the_two_schedules():
+    """:lrscan and :lrscan_cosine train the same (lr, budget) points, d24 only, at multiples of
+    the rule's lr that bracket it, so each schedule's own optimum can be compared."""
+    from scaling.experiments import chinchilla_wsd as exp
+    wsd, _ = expand("experiments/chinchilla_wsd.py:lrscan", [])
+    cos, _ = expand("experiments/chinchilla_wsd.py:lrscan_cosine", [])
+    points = lambda ts: sorted((t.cfg.model.d_model, t.cfg.train.tokens, t.cfg.train.lr)  # noqa
+                               for t in ts if t.cfg.train.tokens)
+    assert points([t for t in wsd if t.parent]) == points(cos) and len(cos) == 12
+    assert {t.cfg.train.schedule for t in cos} == {"cosine"} and {p[0] for p in points(cos)} == {24}
+    lrs = sorted({p[2] for p in points(cos)})
+    rule = exp.lr_for(exp.size_counts(exp.get_config(), exp.SIZES[1])[0])
+    assert lrs[0] < rule < lrs[-1] and rule in lrs
+    with pytest.raises(ValueError, match="lrscan_cosine"):
+        exp.get_config("nope")
+
+
 def _tables():
     rows_w, rows_c = [], []
     for n, fpt in [(1000, 10.0), (4000, 40.0)]:

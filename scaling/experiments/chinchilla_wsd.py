@@ -5,6 +5,10 @@ and its cosine twin (`:cosine`), to measure what the branches save (Hägele et a
     scaling sweep --config experiments/chinchilla_wsd.py:cosine --workdir runs/cosine (~10 min)
     python -m analysis.wsd runs/wsd runs/cosine       # loss vs tokens per size, both schedules;
                                                       # compute spent, per-budget loss ratios
+    scaling sweep --config experiments/chinchilla_wsd.py:lrscan --workdir runs/wsd_lr          (~3 min)
+    scaling sweep --config experiments/chinchilla_wsd.py:lrscan_cosine --workdir runs/cosine_lr (~4 min)
+        # each schedule's own lr optimum at d24, 2000 and 4000 steps: is the per-size lr rule
+        # (tuned on 500-step cosine runs) fair to both schedules?
 
 Design, for 2 CPU cores:
 - 3 sizes (d16/L1, d24/L1, d32/L1: 3.2k-12k non-embedding parameters, around the IsoFLOP study's
@@ -32,13 +36,16 @@ BATCH, SEQ_LEN = 8, 128
 STEPS = [2000, 4000, 6000, 8000]
 TOKENS = [s * BATCH * SEQ_LEN for s in STEPS]
 DECAY_FRACTION, DECAY_SHAPE = 0.2, "1-sqrt"
+# lr scan: multiples of the rule's lr, at the middle size and the two shortest budgets.
+LR_MULTIPLIERS = [0.5, 0.71, 1.0, 1.41, 2.0, 2.83]
+ARGS = (None, "cosine", "pilot", "lrscan", "lrscan_cosine")
 
 
 def get_config(arg=None):
-    if arg not in (None, "cosine", "pilot"):
-        raise ValueError(f"unknown ARG {arg!r}; use nothing (wsd), cosine or pilot")
+    if arg not in ARGS:
+        raise ValueError(f"unknown ARG {arg!r}; use nothing (wsd), cosine, pilot, lrscan or lrscan_cosine")
     c = default_config()
-    c.name = "chinchilla_cosine" if arg == "cosine" else "chinchilla_wsd"
+    c.name = "chinchilla_cosine" if arg in ("cosine", "lrscan_cosine") else "chinchilla_wsd"
     c.train.update(dict(batch_size=BATCH, seq_len=SEQ_LEN, tokens=TOKENS[0], warmup=0.05,
                         min_lr_ratio=0.1))
     c.log.every = 25
@@ -48,10 +55,15 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
     """`:cosine`: every (size, budget) from scratch; default: grid.wsd trunks and branches;
-    `:pilot`: the wsd grid for the smallest size and two budgets only."""
+    `:pilot`: the wsd grid for the smallest size and two budgets only; `:lrscan`,
+    `:lrscan_cosine`: d24 at LR_MULTIPLIERS x the rule's lr, 2000 and 4000 steps."""
     base = get_config(arg)
     sizes, tokens = (SIZES[:1], TOKENS[:2]) if arg == "pilot" else (SIZES, TOKENS)
-    if arg == "cosine":
+    if arg in ("lrscan", "lrscan_cosine"):
+        rule = lr_for(size_counts(base, SIZES[1])[0])
+        sizes = [{**SIZES[1], "train.lr": round(m * rule, 6)} for m in LR_MULTIPLIERS]
+        tokens = TOKENS[:2]
+    if arg in ("cosine", "lrscan_cosine"):
         points = grid.sizes_x_tokens(sizes, tokens)
     else:
         points = grid.wsd(sizes, tokens, decay_fraction=DECAY_FRACTION, decay_shape=DECAY_SHAPE)

@@ -32,16 +32,18 @@ TOKENS = 9_600_000
 # induction copy; measured, it raised closed-book accuracy (the cloze is the passage's own text)
 # and not the retrieved one, so retrieved fell below closed-book at 3 of 4 sizes
 # (docs/results.md, "Retrieval vs parameters").
-TASKS = {"questions": "facts", "cloze": "facts(cloze=1)"}
+# `:perfact`: cloze prefixes, and the retrieval unit is one fact instead of an entity's passage
+# (in the BM25 index and in every pretraining Context line), so the context holds one value.
+TASKS = {"questions": "facts", "cloze": "facts(cloze=1)", "perfact": "facts(cloze=1,per_fact=1)"}
 
 
 def task_for(arg=None) -> str:
-    return TASKS["cloze" if arg == "cloze" else "questions"]
+    return TASKS[arg if arg in TASKS else "questions"]
 
 
 def get_config(arg=None):
-    if arg not in (None, "cloze", "smoke"):
-        raise ValueError(f"unknown ARG {arg!r}; use nothing (questions), cloze or smoke")
+    if arg not in (None, "cloze", "perfact", "smoke"):
+        raise ValueError(f"unknown ARG {arg!r}; use nothing (questions), cloze, perfact or smoke")
     task = task_for(arg)
     c = default_config()
     c.name = "retrieval"
