@@ -145,6 +145,27 @@ def test_per_fact_units_retrieve_and_practise_one_statement():
         get_task("facts(per_fact=2)")
 
 
+def test_retrieval_experiment_design():
+    """experiments/retrieval.py: 4 two-layer sizes on one budget, every trial scored on the same
+    fact task closed-book and retrieved; cloze queries with one fact retrieved by default, the
+    earlier designs (questions, cloze over passages) by argument."""
+    from scaling.sweeps.plan import expand
+    for arg, task in [("", "facts(cloze=1,per_fact=1)"), (":questions", "facts"),
+                      (":cloze", "facts(cloze=1)")]:
+        trials, _ = expand(f"experiments/retrieval.py{arg}", [])
+        assert len(trials) == 4 and {t.cfg.model.n_layers for t in trials} == {2}
+        assert len({t.cfg.model.d_model for t in trials}) == 4
+        assert {t.cfg.train.tokens for t in trials} == {9_600_000}
+        for t in trials:
+            assert t.cfg.eval.tasks == f"{task},verse" and f"{task}:0.85" in t.cfg.data.mixture
+        # the longest retrieved prompt plus its answer fits one training window
+        fact = get_task(task)
+        longest = max(len("".join(fact.mode_episode(0, i, 0, "retrieved")[:2])) for i in range(160))
+        assert longest <= trials[0].cfg.train.seq_len
+    with pytest.raises(ValueError, match="questions, cloze or smoke"):
+        expand("experiments/retrieval.py:nope", [])
+
+
 def test_bad_fact_and_verse_specs_are_one_line_errors():
     for spec, msg in [("facts(entities=1)", "entities"), ("facts(kb=-1)", "kb"),
                       ("verse(words=0)", "words"), ("verse(prompt=99)", "prompt")]:

@@ -9,6 +9,8 @@ and its cosine twin (`:cosine`), to measure what the branches save (Hägele et a
     scaling sweep --config experiments/chinchilla_wsd.py:lrscan_cosine --workdir runs/cosine_lr (~4 min)
         # each schedule's own lr optimum at d24, 2000 and 4000 steps: is the per-size lr rule
         # (tuned on 500-step cosine runs) fair to both schedules?
+    scaling sweep --config experiments/chinchilla_wsd.py:linear --workdir runs/wsd_linear  (~5 min)
+        # the same wsd grid with a linear cooldown (Hägele's 1-sqrt is the default)
 
 Design, for 2 CPU cores:
 - 3 sizes (d16/L1, d24/L1, d32/L1: 3.2k-12k non-embedding parameters, around the IsoFLOP study's
@@ -38,12 +40,12 @@ TOKENS = [s * BATCH * SEQ_LEN for s in STEPS]
 DECAY_FRACTION, DECAY_SHAPE = 0.2, "1-sqrt"
 # lr scan: multiples of the rule's lr, at the middle size and the two shortest budgets.
 LR_MULTIPLIERS = [0.5, 0.71, 1.0, 1.41, 2.0, 2.83]
-ARGS = (None, "cosine", "pilot", "lrscan", "lrscan_cosine")
+ARGS = (None, "cosine", "pilot", "lrscan", "lrscan_cosine", "linear")
 
 
 def get_config(arg=None):
     if arg not in ARGS:
-        raise ValueError(f"unknown ARG {arg!r}; use nothing (wsd), cosine, pilot, lrscan or lrscan_cosine")
+        raise ValueError(f"unknown ARG {arg!r}; use nothing (wsd), cosine, pilot, lrscan, lrscan_cosine or linear")
     c = default_config()
     c.name = "chinchilla_cosine" if arg in ("cosine", "lrscan_cosine") else "chinchilla_wsd"
     c.train.update(dict(batch_size=BATCH, seq_len=SEQ_LEN, tokens=TOKENS[0], warmup=0.05,
@@ -56,7 +58,8 @@ def get_config(arg=None):
 def get_sweep(arg=None):
     """`:cosine`: every (size, budget) from scratch; default: grid.wsd trunks and branches;
     `:pilot`: the wsd grid for the smallest size and two budgets only; `:lrscan`,
-    `:lrscan_cosine`: d24 at LR_MULTIPLIERS x the rule's lr, 2000 and 4000 steps."""
+    `:lrscan_cosine`: d24 at LR_MULTIPLIERS x the rule's lr, 2000 and 4000 steps; `:linear`: the
+    wsd grid with a linear cooldown instead of 1-sqrt."""
     base = get_config(arg)
     sizes, tokens = (SIZES[:1], TOKENS[:2]) if arg == "pilot" else (SIZES, TOKENS)
     if arg in ("lrscan", "lrscan_cosine"):
@@ -66,5 +69,6 @@ def get_sweep(arg=None):
     if arg in ("cosine", "lrscan_cosine"):
         points = grid.sizes_x_tokens(sizes, tokens)
     else:
-        points = grid.wsd(sizes, tokens, decay_fraction=DECAY_FRACTION, decay_shape=DECAY_SHAPE)
+        shape = "linear" if arg == "linear" else DECAY_SHAPE
+        points = grid.wsd(sizes, tokens, decay_fraction=DECAY_FRACTION, decay_shape=shape)
     return grid.per_size(points, lambda p: {"train.lr": lr_for(size_counts(base, p)[0])})

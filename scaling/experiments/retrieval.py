@@ -1,20 +1,28 @@
 """Retrieval vs parameters: 4 model sizes pretrained on KJV + a synthetic knowledge base, each
-evaluated closed-book and with the BM25-retrieved passage (RETRO, Borgeaud et al. 2022).
+evaluated closed-book and with the BM25-retrieved fact (RETRO, Borgeaud et al. 2022).
 
-    scaling sweep --config experiments/retrieval.py --workdir runs/retrieval --parallel 2  (27 min on 2 quiet cores)
-    scaling sweep --config experiments/retrieval.py:cloze --workdir runs/retrieval_cloze  (facts as cloze prefixes)
-    scaling sweep --config experiments/retrieval.py:smoke --workdir runs/retrieval_smoke  (~3 min)
+    scaling sweep --config experiments/retrieval.py --workdir runs/retrieval --parallel 2  (~27 min on 2 cores)
+    scaling sweep --config experiments/retrieval.py:questions --workdir runs/retrieval_q   (earlier design)
+    scaling sweep --config experiments/retrieval.py:cloze --workdir runs/retrieval_cloze   (earlier design)
+    scaling sweep --config experiments/retrieval.py:smoke --workdir runs/retrieval_smoke   (~3 min)
     python -m analysis.retrieval runs/retrieval     # accuracy vs size, closed vs retrieved, gap
 
 The fact task (scaling/tasks.py `facts`, knowledge base in scaling/knowledge.py: 200 people x 4
-attributes) states every fact in the pretraining mixture and asks only train-split (person,
-attribute) questions there, closed-book and in the retrieved format ("Context: <passage>" then
-the question). Eval questions are the held-out pairs: closed-book ("direct" mode) the model must
-have stored the fact in its parameters; "retrieved" mode prepends BM25's top-1 passage over the
-knowledge base (bm25s), which holds the answer whenever retrieval is right (recall@1 is reported).
-So retrieved >= closed-book is designed in: the retrieved prompt is the closed-book prompt plus
-the passage, and the model has practised reading such passages. Also scored: free-form KJV
-verse continuation (ROUGE-L, BLEU, token F1). One training run per size serves both modes.
+attributes) states every fact in the pretraining mixture (as each person's four-fact passage)
+and asks only train-split (person, attribute) facts there, closed-book and in the retrieved
+format ("Context: <retrieved text>" line, then the query). Eval queries are the held-out pairs:
+closed-book ("direct" mode) the model must have stored the fact in its parameters; "retrieved"
+mode prepends BM25's top-1 unit (bm25s), which holds the answer whenever retrieval is right
+(recall@1 is reported). The retrieved prompt is the closed-book prompt plus the context line,
+and the model has practised reading such lines. Also scored: free-form KJV verse continuation
+(ROUGE-L, BLEU, token F1). One training run per size serves both modes.
+
+Default: queries are cloze prefixes ("Dorin Kesta lives in" -> "Varno") and the retrieval unit
+is one fact ("Dorin Kesta lives in Varno."), `facts(cloze=1,per_fact=1)`. Two earlier designs
+stay runnable: `:questions` ("Where does Dorin Kesta live?", the entity's four-fact passage
+retrieved) and `:cloze` (cloze queries, the passage retrieved). In both the 2-layer models
+rarely copied the asked value out of a four-fact passage, and retrieved accuracy fell below
+closed-book at some sizes (docs/results.md, "Retrieval vs parameters").
 """
 from scaling.config import default_config
 from scaling.experiments import isoflop
@@ -27,23 +35,18 @@ SIZES = [grid.size(32, 2, 2), grid.size(48, 2, 3), grid.size(64, 2, 4), grid.siz
 # answer format was not learned); at 4.8M the format was learned but not reading the context
 # (docs/results.md, "Retrieval vs parameters").
 TOKENS = 9_600_000
-# The fact task's two forms: questions ("Where does Dorin Kesta live?", the default) and cloze
-# prefixes ("Dorin Kesta lives in" -> "Varno", `:cloze`). Cloze was meant to make reading an
-# induction copy; measured, it raised closed-book accuracy (the cloze is the passage's own text)
-# and not the retrieved one, so retrieved fell below closed-book at 3 of 4 sizes
-# (docs/results.md, "Retrieval vs parameters").
-# `:perfact`: cloze prefixes, and the retrieval unit is one fact instead of an entity's passage
-# (in the BM25 index and in every pretraining Context line), so the context holds one value.
-TASKS = {"questions": "facts", "cloze": "facts(cloze=1)", "perfact": "facts(cloze=1,per_fact=1)"}
+TASKS = {"perfact": "facts(cloze=1,per_fact=1)", "questions": "facts", "cloze": "facts(cloze=1)"}
+ARGS = (None, "perfact", "questions", "cloze", "smoke")
 
 
 def task_for(arg=None) -> str:
-    return TASKS[arg if arg in TASKS else "questions"]
+    return TASKS[arg if arg in TASKS else "perfact"]
 
 
 def get_config(arg=None):
-    if arg not in (None, "cloze", "perfact", "smoke"):
-        raise ValueError(f"unknown ARG {arg!r}; use nothing (questions), cloze, perfact or smoke")
+    if arg not in ARGS:
+        raise ValueError(f"unknown ARG {arg!r}; use nothing (cloze queries, one fact retrieved), "
+                         f"questions, cloze or smoke")
     task = task_for(arg)
     c = default_config()
     c.name = "retrieval"
