@@ -202,3 +202,18 @@ def test_sigkilled_group_sweep_reruns_to_the_uninterrupted_result(tmp_path):
     assert ref.returncode == 0, ref.stderr
     np.testing.assert_allclose([r["loss"] for r in _rows(os.path.join(trials, seed0))],
                                [r["loss"] for r in _rows(tmp_path / "ref")], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_benchmark_reports_the_rounding_floor(tmp_path):
+    """bench_vectorized --floor trains every trial a second time with a chunked loss (the same
+    loss, another summation order) and reports how far those two separate runs differ, beside
+    the group-vs-separate difference; on a short run before any plateau both are ~1e-7."""
+    from scaling.bench.vectorized import main
+    out = main(["--group", "2", "--steps", "20", "--d-model", "16", "--layers", "1", "--batch", "2",
+                "--seq-len", "16", "--floor", "--out", str(tmp_path / "v.json")])
+    assert json.loads((tmp_path / "v.json").read_text())["results"] == out["results"]
+    for r in out["results"]:
+        assert len(r["loss_diff_per_trial"]) == len(r["floor_loss_diff_per_trial"]) == 2
+        assert r["max_loss_diff"] <= 1e-5 and r["floor_max_loss_diff"] <= 1e-5
+        assert r["group_tokens_per_s"] > 0 and r["separate_tokens_per_s"] > 0

@@ -9,7 +9,11 @@ member's is its own tokens over the group's time, so the group's is their sum), 
 difference between a trial's losses trained both ways. Results: benchmarks/results/
 vectorized_<platform>.json (docs/benchmarks.md, "vectorised trials").
 
-    python benchmarks/bench_vectorized.py [--group 8] [--steps 60] [--d-model 32] [--layers 2]
+    python benchmarks/bench_vectorized.py [--group 8] [--steps 60] [--d-model 32] [--layers 2] [--floor]
+
+`--floor` also trains every trial separately a second time with the cross-entropy summed in
+chunks, and reports how far those two separate runs drift apart: float32 rounding alone, which
+at a loss plateau grows into 1e-2 differences within tens of steps (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -68,11 +72,28 @@ def compare(args, field: str, values: list, root: str) -> dict:
     # G runs one after another: tokens over their summed time = the mean of their rates
     sep_tps = statistics.mean(_steady_tps(d) for d in sep)
     group_tps = sum(_steady_tps(d) for d in grp)
-    diff = max(abs(a - b) for s, g in zip(sep, grp) for a, b in zip(_losses(s), _losses(g)))
-    return {"field": field, "values": values, "separate_wall_s": sep_wall,
-            "group_wall_s": group_wall, "wall_speedup": sep_wall / group_wall,
-            "separate_tokens_per_s": sep_tps, "group_tokens_per_s": group_tps,
-            "throughput_ratio": group_tps / sep_tps, "max_loss_diff": diff}
+    diffs = [_max_diff(s, g) for s, g in zip(sep, grp)]
+    out = {"field": field, "values": values, "separate_wall_s": sep_wall,
+           "group_wall_s": group_wall, "wall_speedup": sep_wall / group_wall,
+           "separate_tokens_per_s": sep_tps, "group_tokens_per_s": group_tps,
+           "throughput_ratio": group_tps / sep_tps, "max_loss_diff": max(diffs),
+           "loss_diff_per_trial": diffs}
+    if args.floor:
+        # The rounding floor: the same separate runs with the cross-entropy summed in chunks
+        # (mathematically the same loss, another summation order). How far two float32 runs
+        # drift apart from rounding alone bounds how equal group and separate can be.
+        for k, v in enumerate(values):
+            train(_config(args, loss_chunk=args.seq_len // 4, **{field: v}),
+                  os.path.join(root, f"{field}-f{k}"), verbose=False)
+        out["floor_loss_diff_per_trial"] = [
+            _max_diff(s, os.path.join(root, f"{field}-f{k}")) for k, s in enumerate(sep)]
+        out["floor_max_loss_diff"] = max(out["floor_loss_diff_per_trial"])
+    return out
+
+
+def _max_diff(a: str, b: str) -> float:
+    """Largest |loss difference| over the train lines of two runs of the same trial."""
+    return max(abs(x - y) for x, y in zip(_losses(a), _losses(b)))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--floor", action="store_true",
+                   help="also train each trial separately with a chunked loss (the float32 "
+                        "rounding floor of the loss comparison)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     setup_jax()
@@ -105,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{r['field']:>5} x{g}: throughput {r['group_tokens_per_s']:,.0f} vs "
               f"{r['separate_tokens_per_s']:,.0f} tok/s ({r['throughput_ratio']:.2f}x), wall "
               f"{r['group_wall_s']:.1f}s vs {r['separate_wall_s']:.1f}s "
-              f"({r['wall_speedup']:.2f}x), max |loss diff| {r['max_loss_diff']:.2e}")
+              f"({r['wall_speedup']:.2f}x), max |loss diff| {r['max_loss_diff']:.2e}"
+              + (f" (rounding floor {r['floor_max_loss_diff']:.2e})" if "floor_max_loss_diff" in r else ""))
     print(f"-> {path}")
     return out
 
