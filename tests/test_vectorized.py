@@ -1,5 +1,5 @@
-"""Vectorised trials (scaling/train/group.py): a group of seeds or lrs trained in one vmapped step
-equals the trials trained separately, each with its own complete trial dir; a stopped group
+"""Vectorised trials (scaling/train/group.py): a group of seeds or lrs trained in one step (vmapped,
+or mapped over members: bitwise) equals the trials trained separately, each with its own complete trial dir; a stopped group
 resumes; the sweep runner forms groups and can be told not to."""
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_config
 from scaling.config import ConfigDict, group_key
 from scaling.fileio import read_jsonl
-from scaling.train.group import GroupMismatch, train_group
+from scaling.train.group import GroupMismatch, step_mode, train_group
 from scaling.train.loop import train
 
 
@@ -29,13 +29,15 @@ def _members(field, values, **train_kw):
     return cfgs
 
 
-def _check_equal_to_separate(tmp_path, cfgs):
+def _check_equal_to_separate(tmp_path, cfgs, mode="auto"):
     dirs = [str(tmp_path / f"g{k}") for k in range(len(cfgs))]
-    out = train_group([ConfigDict(c.to_dict()) for c in cfgs], dirs)
+    out = train_group([ConfigDict(c.to_dict()) for c in cfgs], dirs, mode=mode)
     for k, c in enumerate(cfgs):
         alone = train(ConfigDict(c.to_dict()), str(tmp_path / f"s{k}"), verbose=False)
         g, s = _rows(dirs[k]), _rows(tmp_path / f"s{k}")
         assert [r["step"] for r in g] == list(range(1, 9))
+        if step_mode(mode) == "map":  # each member's step is the single-run computation: bitwise
+            assert [r["loss"] for r in g] == [r["loss"] for r in s]
         np.testing.assert_allclose([r["loss"] for r in g], [r["loss"] for r in s], atol=1e-5)
         np.testing.assert_allclose([r["lr"] for r in g], [r["lr"] for r in s], rtol=1e-6)
         assert abs(out[k]["val_loss"] - alone["val_loss"]) <= 1e-5
@@ -46,12 +48,22 @@ def _check_equal_to_separate(tmp_path, cfgs):
     assert len(set(losses)) == len(cfgs)  # the members really differ
 
 
-def test_group_of_seeds_equals_separate_runs(tmp_path):
-    _check_equal_to_separate(tmp_path, _members("seed", [0, 1, 2, 3]))
+@pytest.mark.parametrize("mode", ["vmap", "map"])
+def test_group_of_seeds_equals_separate_runs(tmp_path, mode):
+    _check_equal_to_separate(tmp_path, _members("seed", [0, 1, 2, 3]), mode)
 
 
-def test_group_of_lrs_equals_separate_runs(tmp_path):
-    _check_equal_to_separate(tmp_path, _members("lr", [1e-3, 2e-3, 4e-3, 8e-3]))
+@pytest.mark.parametrize("mode", ["vmap", "map"])
+def test_group_of_lrs_equals_separate_runs(tmp_path, mode):
+    _check_equal_to_separate(tmp_path, _members("lr", [1e-3, 2e-3, 4e-3, 8e-3]), mode)
+
+
+def test_group_mode_auto_is_map_on_cpu_and_bad_modes_are_refused():
+    import jax
+    assert step_mode("auto") == ("map" if jax.default_backend() == "cpu" else "vmap")
+    assert step_mode("vmap") == "vmap" and step_mode("map") == "map"
+    with pytest.raises(ValueError, match="unknown group mode"):
+        step_mode("pmap")
 
 
 class Crash(RuntimeError):

@@ -10,6 +10,7 @@ difference between a trial's losses trained both ways. Results: benchmarks/resul
 vectorized_<platform>.json (docs/benchmarks.md, "vectorised trials").
 
     python benchmarks/bench_vectorized.py [--group 8] [--steps 60] [--d-model 32] [--layers 2] [--floor]
+                                           [--mode auto|vmap|map]
 
 `--floor` also trains every trial separately a second time with the cross-entropy summed in
 chunks, and reports how far those two separate runs drift apart: float32 rounding alone, which
@@ -31,7 +32,7 @@ from scaling.bench import RESULTS_DIR
 from scaling.config import ConfigDict, default_config
 from scaling.fileio import read_jsonl, write_json_atomic
 from scaling.startup import setup_jax
-from scaling.train.group import train_group
+from scaling.train.group import MODES, step_mode, train_group
 from scaling.train.loop import train
 
 
@@ -65,7 +66,7 @@ def compare(args, field: str, values: list, root: str) -> dict:
     sep_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     train_group([ConfigDict(c.to_dict()) for c in cfgs],
-                [os.path.join(root, f"{field}-g{k}") for k in range(len(cfgs))])
+                [os.path.join(root, f"{field}-g{k}") for k in range(len(cfgs))], mode=args.mode)
     group_wall = time.perf_counter() - t0
     sep = [os.path.join(root, f"{field}-s{k}") for k in range(len(cfgs))]
     grp = [os.path.join(root, f"{field}-g{k}") for k in range(len(cfgs))]
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--mode", default="auto", choices=MODES,
+                   help="how the group computes its G steps (scaling/train/group.py; auto: map "
+                        "on CPU, vmap elsewhere)")
     p.add_argument("--floor", action="store_true",
                    help="also train each trial separately with a chunked loss (the float32 "
                         "rounding floor of the loss comparison)")
@@ -120,11 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"machine": {"platform": jax.default_backend(), "device": str(jax.devices()[0]),
                        "cpus": len(os.sched_getaffinity(0)), "processor": platform.processor(),
                        "load_avg_1m": os.getloadavg()[0]},
+           "group_mode": step_mode(args.mode),
            "model": {"d_model": args.d_model, "n_layers": args.layers, "batch_size": args.batch,
                      "seq_len": args.seq_len, "steps": args.steps, "group": g},
            "results": rows}
     path = args.out or os.path.join(RESULTS_DIR, f"vectorized_{jax.default_backend()}.json")
     write_json_atomic(path, out)
+    print(f"group mode: {out['group_mode']}")
     for r in rows:
         print(f"{r['field']:>5} x{g}: throughput {r['group_tokens_per_s']:,.0f} vs "
               f"{r['separate_tokens_per_s']:,.0f} tok/s ({r['throughput_ratio']:.2f}x), wall "

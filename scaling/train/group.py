@@ -1,10 +1,17 @@
 """Vectorised trials: G runs that share every shape and differ only in seed or optimizer numbers
-train together, one `jax.vmap` of `Trainer._step` in one jitted call (small models leave the
-machine mostly idle; G of them in one step use it G-fold better).
+train together, all G steps in one jitted call (small models leave an accelerator mostly idle;
+G of them in one step use it G-fold better).
+
+How the G steps are computed (`mode`): "vmap", one `jax.vmap` of `Trainer._step` (batched
+matmuls), or "map", `jax.lax.map` over the members (each member's step is the single-run
+computation, inside one program). "auto" = "map" on CPU, "vmap" elsewhere. On XLA:CPU (2 cores,
+d32/L2, docs/benchmarks.md) the vmapped step measured 0.6-0.9x the throughput of separate runs
+and drifts from them by float32 rounding (a different summation order), while "map" was as fast
+as separate runs (80 vs 81 ms for 8 steps) and bitwise equal to them.
 
 The group's train state is the single-run state with a leading trial axis [G, ...]: initialised
-by a vmapped `Trainer._init` over the seeds (bitwise the separate inits), stepped by a vmapped
-`Trainer._step` over (state, batch [G, B, T+1], optimizer numbers [G]) — each trial keeps its
+by a vmapped `Trainer._init` over the seeds (bitwise the separate inits), stepped by `Trainer._step`
+over (state, batch [G, B, T+1], optimizer numbers [G]) as above — each trial keeps its
 own data order (its own `TokenBatches`, seeded by its train.seed) and its own lr schedule (the
 numbers of `optimizer_hparams` are traced arguments). Everything per trial reuses a single-run
 `_Run` (scaling/train/loop.py) sharing one `Trainer`: its workdir, metrics.jsonl, validation
@@ -43,6 +50,27 @@ class GroupMismatch(RuntimeError):
     """These runs cannot train as one group (train them separately); nothing was trained."""
 
 
+MODES = ("auto", "vmap", "map")
+
+
+def step_mode(mode: str = "auto") -> str:
+    """"vmap" or "map" for `mode` on this backend ("auto": map on CPU, where vmap measured slower
+    than separate runs; vmap on accelerators)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown group mode {mode!r}; pick from {MODES}")
+    if mode == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def _group_step(step: Callable, mode: str) -> Callable:
+    """(stacked state, batches [G, ...], hparams [G]) -> (stacked state, metrics [G]), jitted."""
+    if mode == "vmap":
+        return jax.jit(jax.vmap(step), donate_argnums=0)
+    return jax.jit(lambda state, batch, hp: jax.lax.map(lambda x: step(*x), (state, batch, hp)),
+                   donate_argnums=0)
+
+
 def _slice(tree, k: int):
     return jax.tree.map(lambda a: a[k], tree)
 
@@ -55,9 +83,10 @@ class _Group:
     """G `_Run`s stepping one stacked state; a member that fails (non-finite loss under
     nan_policy=abort, a skip streak) is dropped from logging and saving, the others go on."""
 
-    def __init__(self, runs: list[_Run]):
+    def __init__(self, runs: list[_Run], mode: str = "auto"):
         self.runs, self.failed = runs, {}  # failed: member index -> its exception
         self.cfg = runs[0].cfg
+        self.mode = step_mode(mode)
 
     def live(self):
         return [(k, r) for k, r in enumerate(self.runs) if k not in self.failed]
@@ -87,7 +116,7 @@ class _Group:
         for r, c in zip(self.runs, changes):
             r.open_log(c)
         self.hparams = _stack([optimizer_hparams(r.cfg.train) for r in self.runs])
-        self.step_fn = jax.jit(jax.vmap(trainer._step), donate_argnums=0)
+        self.step_fn = _group_step(trainer._step, self.mode)
         acc = jax.jit(lambda acc, loss, tok, bytes_V: jax.vmap(
             _accumulate, in_axes=(0, 0, 0, None))(acc, loss, tok, bytes_V))
         self.accumulate = functools.partial(acc, bytes_V=self.runs[0].bytes_V)
@@ -178,8 +207,9 @@ def check_group(cfgs: list[ConfigDict]) -> None:
 
 def train_group(cfgs: list[ConfigDict], workdirs: list[str], *,
                 on_step: Callable[[int, int], None] | None = None,
-                verbose: bool = False) -> list:
-    """Train (or resume) the runs in `workdirs` as one vectorised group (see the module doc).
+                verbose: bool = False, mode: str = "auto") -> list:
+    """Train (or resume) the runs in `workdirs` as one vectorised group (see the module doc;
+    `mode`: how the G steps are computed, "auto" | "vmap" | "map").
 
     Returns, per run, its summary as written to summary.json, or the `TrainingError` that failed
     it (the others went on). `GroupMismatch` before anything is trained when they cannot be one
@@ -199,7 +229,7 @@ def train_group(cfgs: list[ConfigDict], workdirs: list[str], *,
         if any(_done_summary(w) is not None for w in workdirs):
             raise GroupMismatch("a trial of the group is finished already")
         stop = stack.enter_context(StopRequest())
-        group = _Group(runs)
+        group = _Group(runs, mode)
         try:
             group.open(changes)
             group.loop(on_step, verbose, stop)
