@@ -7,8 +7,9 @@ task for the larger ones (Sec. 4.1 of the paper; its default split holds out eve
 8.4e22 FLOPs, Llama-2-7B's compute).
 
 Choices, stated because the paper's code differs in details: PCA (numpy SVD of the centred,
-unscaled score matrix) on the models that have all benchmarks (the paper imputes missing scores
-with a low-rank model first); component signs fixed so the loadings sum to a positive number
+unscaled score matrix) on the models that have all benchmarks by default; `impute=True` keeps
+every model and fills its missing scores first by iterative low-rank (PCA) imputation, the
+paper's preprocessing (its code's default: rank 1), so both model sets can be compared; component signs fixed so the loadings sum to a positive number
 (deterministic output). The bundled files hold no published numbers
 (analysis/data/reference/README.md); :data:`PUBLISHED` holds the one the paper states in its
 text, with :data:`PUBLISHED_SOURCE` saying where; the others are figures only (None here).
@@ -29,7 +30,7 @@ from analysis.errors import AnalysisInputError
 from analysis.reference import REFERENCE_DIR
 
 __all__ = ["OBS_DIR", "BENCHMARKS", "EMERGENT_TASKS", "CUTOFF_FLOPS", "PUBLISHED", "PUBLISHED_SOURCE",
-           "obs_benchmarks",
+           "obs_benchmarks", "impute_low_rank",
            "capability_pca", "pc_vs_compute", "predict_emergent"]
 
 OBS_DIR = REFERENCE_DIR / "ruan2024_observational_scaling"
@@ -54,14 +55,43 @@ PUBLISHED_SOURCE = {
 }
 
 
-def obs_benchmarks(*, sub_10b: bool = False) -> pd.DataFrame:
-    """Base models with all :data:`BENCHMARKS`: Model, family, params (B), flops, the scores."""
+def obs_benchmarks(*, sub_10b: bool = False, impute: bool = False,
+                   impute_rank: int = 1) -> pd.DataFrame:
+    """Base models: Model, family, params (B), flops, the :data:`BENCHMARKS` scores, and
+    ``n_imputed`` (scores filled in). Default: only the models with every benchmark;
+    ``impute=True``: every model, missing scores from :func:`impute_low_rank`."""
     name = "base_llm_benchmark_eval_sub_10b.csv" if sub_10b else "base_llm_benchmark_eval.csv"
     d = pd.read_csv(OBS_DIR / name)
+    d["n_imputed"] = d[BENCHMARKS].isna().sum(axis=1)
+    if impute:
+        d[BENCHMARKS] = impute_low_rank(d[BENCHMARKS].to_numpy(float), impute_rank)
     d = d.dropna(subset=BENCHMARKS).reset_index(drop=True)
     d["flops"] = d["FLOPs (1E21)"] * 1e21
     return d.rename(columns={"Model Family": "family", "Model Size (B)": "params_B"})[
-        ["Model", "family", "params_B", "flops"] + BENCHMARKS]
+        ["Model", "family", "params_B", "flops"] + BENCHMARKS + ["n_imputed"]]
+
+
+def impute_low_rank(X: np.ndarray, rank: int = 1, iters: int = 500, tol: float = 1e-10) -> np.ndarray:
+    """``X`` (models x metrics, NaN = missing) with its missing entries filled by iterative
+    low-rank PCA imputation: start from column means, then repeatedly refit a rank-``rank``
+    SVD of the centred matrix and replace the missing entries by its reconstruction (observed
+    entries are never changed). A column with no observed value cannot be imputed."""
+    X = np.asarray(X, float)
+    miss = ~np.isfinite(X)
+    if miss.all(axis=0).any():
+        raise AnalysisInputError("low-rank imputation needs at least one observed value per metric")
+    if not 1 <= rank < X.shape[1]:
+        raise AnalysisInputError(f"imputation rank must be in [1, {X.shape[1] - 1}], got {rank}")
+    filled = np.where(miss, np.nanmean(X, axis=0), X)
+    for _ in range(iters):
+        mean = filled.mean(axis=0)
+        u, s, vt = np.linalg.svd(filled - mean, full_matrices=False)
+        recon = (u[:, :rank] * s[:rank]) @ vt[:rank] + mean
+        change = np.abs(recon[miss] - filled[miss]).max() if miss.any() else 0.0
+        filled[miss] = recon[miss]
+        if change < tol:
+            break
+    return filled
 
 
 def capability_pca(df: pd.DataFrame, metrics=BENCHMARKS, n_components: int = 3) -> dict:
