@@ -467,15 +467,15 @@ class Facts(Task):
         return self.kb.recall_at([q.question for q in queries], [self.gold(q) for q in queries],
                                  unit=self.unit)
 
-    def _passage(self, rng, i: int) -> str:
-        return self.kb.passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])
+    def _passage(self, rng, i: int, kb=None) -> str:
+        """Entity i's passage (of `kb`, default the task's) in a random attribute order."""
+        return (kb or self.kb).passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])
 
     def _context_line(self, rng, kb, i: int, attribute: str) -> str:
         """A pretraining Context line in the retrieval unit's shape: the asked fact alone, or
         the entity's passage in a random attribute order."""
-        if self.unit == "fact":
-            return f"Context: {kb.statement(i, attribute)}\n"
-        return f"Context: {kb.passage(i, order=[str(a) for a in rng.permutation(list(ATTRIBUTES))])}\n"
+        text = kb.statement(i, attribute) if self.unit == "fact" else self._passage(rng, i, kb)
+        return f"Context: {text}\n"
 
     def train_text(self, rng, n_chars):
         """30% passages (any entity), 20% closed-book Q/A and 15% Context + Q/A of train facts,
