@@ -301,8 +301,9 @@ def _fit_envelope(args) -> int:
     from analysis.load import completed, load_curves, load_results
 
     n_boot = _bootstrap_count(args)
-    if not Path(args.data).is_dir():
-        raise AnalysisInputError(f"{args.data} is not a directory; envelope fits need a sweep dir with trials/*/metrics.jsonl")
+    if args.points == "curves" and not Path(args.data).is_dir():
+        raise AnalysisInputError(f"{args.data} is not a directory; --points curves needs a sweep dir "
+                                 f"with trials/*/metrics.jsonl (--points final reads a results table)")
     from analysis.guardrails import screen_trials
 
     kept, warns = screen_trials(load_results(args.data))

@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.load import completed, load_results
+from analysis.load import completed, load_results, plot_dir
 
 N_REF = 1e5
 
@@ -107,7 +106,7 @@ def main(argv=None) -> int:
         return 2
     print(opt.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     print(json.dumps(rule))
-    for p in plot_lr_sweep(df, opt, rule, args.out or str(Path(args.sweep_dir) / "plots"),
+    for p in plot_lr_sweep(df, opt, rule, str(plot_dir(args.sweep_dir, args.out)),
                            lr_col=args.lr_col, loss_col=args.loss_col):
         print(f"plot: {p}")
     return 0

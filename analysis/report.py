@@ -20,6 +20,7 @@ import pandas as pd
 from analysis.convention import fit_inputs
 from analysis.errors import AnalysisInputError
 from analysis.load import aggregate_seeds, default_loss_col, load_results, seed_noise, usable
+from analysis.load import plot_dir as default_plot_dir
 
 __all__ = ["report_sweep", "format_constants", "fit_sweep_table", "DEFAULT_BOOTSTRAP", "jsonable"]
 
@@ -150,6 +151,9 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
                  fit: bool = True) -> dict:
     """Print the table, fit with intervals when the data allow, write ``fit.json``, draw plots.
 
+    ``workdir`` is a sweep directory (fit.json in it, plots in its plots/) or a results table
+    (.csv/.parquet: plots and fit.json in a plots/ folder beside it, or in ``plot_dir``).
+
     Returns ``{"fit": dict | None, "warnings": [...], "plots": [...], "fit_json": path | None}``.
     Raises :class:`AnalysisInputError` only when there is no results table at all.
     """
@@ -164,12 +168,15 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
     good = aggregate_seeds(good)
     noise = seed_noise(good, loss_col)
     result, fit_json = None, None
+    outdir = str(default_plot_dir(workdir, plot_dir))
+    json_dir = workdir if os.path.isdir(workdir) else outdir  # never write into a file's path
     if fit:
         result, w = _fit_or_warn(good, loss_col, bootstrap, log)
         warnings += w
         if result is not None and noise:
             result["seed_noise"] = noise
-        fit_json = os.path.join(workdir, "fit.json")
+        os.makedirs(json_dir, exist_ok=True)
+        fit_json = os.path.join(json_dir, "fit.json")
         write_json_atomic(fit_json, jsonable({"chinchilla": result, "warnings": warnings, "seed_noise": noise}))
     from analysis.guardrails import check_sweep  # steps, warmup, epochs, edges, bounds, intervals
     warnings += [f"[{w.code}] {w.message}" for w in check_sweep(df, result, loss_col=loss_col)]
@@ -177,7 +184,6 @@ def report_sweep(workdir: str, df: pd.DataFrame | None = None, *, log: Callable[
         write_json_atomic(fit_json, jsonable({"chinchilla": result, "warnings": warnings,
                                               "seed_noise": noise}))
     paths: list[str] = []
-    outdir = plot_dir or os.path.join(workdir, "plots")
     try:
         paths = plot_sweep(good, outdir, fit=result)
     except AnalysisInputError as exc:

@@ -8,14 +8,14 @@ exact_match@k0` and `eval/<task>/retrieved/recall@1@k0`, with `params_non_embedd
 """
 from __future__ import annotations
 
-import os
+import argparse
 import re
 import sys
 
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.load import completed, load_results
+from analysis.load import completed, load_results, plot_dir
 from analysis.plots.retrieval import plot_retrieval
 from analysis.plots.style import save_figure
 from scaling.display import print_table
@@ -58,21 +58,24 @@ def retrieval_frame(df: pd.DataFrame, task: str | None = None, metric: str = "ex
 def plot_sweep_retrieval(sweep_dir, outdir=None, task: str | None = None,
                          df: pd.DataFrame | None = None, name: str = "retrieval"
                          ) -> tuple[list[str], pd.DataFrame]:
-    """The retrieval chart of a sweep into `outdir` (default SWEEP_DIR/plots): (paths, frame)."""
+    """The retrieval chart of a sweep (a directory or its results table) into `outdir` (default
+    SWEEP_DIR/plots, or plots/ beside a table): (paths, frame)."""
     df = completed(load_results(sweep_dir) if df is None else df)
     task = task or (retrieval_tasks(df) or ["facts"])[0]
     frame = retrieval_frame(df, task)
     fig = plot_retrieval(frame, title=f"{task}: closed-book vs BM25-retrieved")
-    return save_figure(fig, outdir or os.path.join(sweep_dir, "plots"), name), frame
+    return save_figure(fig, str(plot_dir(sweep_dir, outdir)), name), frame
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m analysis.retrieval SWEEP_DIR", file=sys.stderr)
-        return 2
+    ap = argparse.ArgumentParser(prog="python -m analysis.retrieval",
+                                 description="closed-book vs retrieved accuracy per model size")
+    ap.add_argument("sweep", help="a sweep directory, or its results table (.csv/.parquet)")
+    ap.add_argument("--out", default=None, help="plot directory (default SWEEP/plots, or plots/ "
+                                                "beside a table)")
+    args = ap.parse_args(argv)
     try:
-        paths, frame = plot_sweep_retrieval(argv[0])
+        paths, frame = plot_sweep_retrieval(args.sweep, args.out)
     except AnalysisInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

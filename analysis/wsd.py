@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import pandas as pd
 
 from analysis.errors import AnalysisInputError
-from analysis.load import completed, load_results, require_columns
+from analysis.load import completed, load_results, plot_dir, require_columns
 from analysis.plots.style import colors, paper_style, plt, save_figure
 
 KEY = ["params_non_embedding", "tokens"]
@@ -83,7 +82,7 @@ def main(argv=None) -> int:
     except AnalysisInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    paths = plot_compare(both, args.out or str(Path(args.wsd_dir) / "plots"))
+    paths = plot_compare(both, str(plot_dir(args.wsd_dir, args.out)))
     if args.json:
         print(json.dumps(numbers))
         return 0

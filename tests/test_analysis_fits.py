@@ -93,6 +93,13 @@ def test_envelope_of_end_of_schedule_points(iso_dir, capsys):
     assert cli_main(["fit", "envelope", str(iso_dir), "--bootstrap", "0", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["points"].startswith("end-of-schedule") and res["n_points"] == len(e["envelope"])
+    # the same fit from the results table alone (e.g. a committed CSV); curves need the dir
+    table = iso_dir / "table.csv"
+    load_results(iso_dir).to_csv(table, index=False)
+    assert cli_main(["fit", "envelope", str(table), "--bootstrap", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["a"] == pytest.approx(res["a"])
+    assert cli_main(["fit", "envelope", str(table), "--points", "curves"]) == 2
+    assert "--points curves needs a sweep dir" in capsys.readouterr().err
     twin = df.assign(**{"train.seed": 1, "val_loss": df["val_loss"] + 0.02})
     both = pd.concat([df.assign(**{"train.seed": 0}), twin], ignore_index=True)
     avg = final_points(both)

@@ -218,6 +218,20 @@ def test_cli_plot_uses_the_report(sweep, capsys):
     assert "Chinchilla fit" in out and "plot: " in out and (sweep / "fit.json").exists()
 
 
+def test_cli_plot_takes_a_results_table(sweep, tmp_path, capsys):
+    """`scaling plot TABLE.csv` (e.g. a committed table): plots and fit.json go to a plots/
+    folder beside the table (or --out), never into the file's path."""
+    table = tmp_path / "tables" / "study_results.csv"
+    table.parent.mkdir()
+    load_results(sweep).to_csv(table, index=False)
+    assert cli_main(["plot", str(table), "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "Chinchilla fit" in out and (tmp_path / "tables" / "plots" / "fit.json").exists()
+    assert (tmp_path / "tables" / "plots" / "loss_vs_compute.png").exists()
+    assert cli_main(["plot", str(table), "--bootstrap", "0", "--out", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "fit.json").exists() and (tmp_path / "o" / "loss_vs_compute.png").exists()
+
+
 # ------------------------------------------------------------------ bootstrap coverage (slow)
 
 

@@ -222,6 +222,14 @@ def test_retrieval_chart_reads_results_only(tmp_path):
     with pytest.raises(AnalysisInputError, match="retrieved/exact_match"):
         retrieval.retrieval_frame(df.drop(columns="eval/facts/retrieved/exact_match@k0"))
     assert retrieval.main([str(tmp_path / "nope")]) == 2
+    # a committed results table works in place of the sweep (plots beside it, or --out)
+    table = tmp_path / "tables" / "retrieval_results.csv"
+    table.parent.mkdir()
+    df.to_csv(table, index=False)
+    assert retrieval.main([str(table)]) == 0
+    assert (tmp_path / "tables" / "plots" / "retrieval.png").exists()
+    assert retrieval.main([str(table), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "retrieval.png").exists()
 
 
 def test_scaling_plot_draws_the_retrieval_chart_of_any_fact_task(tmp_path):
