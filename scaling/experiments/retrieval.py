@@ -1,7 +1,7 @@
 """Retrieval vs parameters: 4 model sizes pretrained on KJV + a synthetic knowledge base, each
 evaluated closed-book and with the BM25-retrieved fact (RETRO, Borgeaud et al. 2022).
 
-    scaling sweep --config experiments/retrieval.py --workdir runs/retrieval --parallel 2  (~27 min on 2 cores)
+    scaling sweep --config experiments/retrieval.py --workdir runs/retrieval --parallel 2  (23 min on 2 quiet cores)
     scaling sweep --config experiments/retrieval.py:questions --workdir runs/retrieval_q   (earlier design)
     scaling sweep --config experiments/retrieval.py:cloze --workdir runs/retrieval_cloze   (earlier design)
     scaling sweep --config experiments/retrieval.py:smoke --workdir runs/retrieval_smoke   (~3 min)
