@@ -442,10 +442,14 @@ class Facts(Task):
     def entity(self, ex: Example) -> int:
         return self._ids[ex.key.split("|")[0]]
 
+    @staticmethod
+    def attribute(ex: Example) -> str:
+        return ex.key.split("|")[1]
+
     def gold(self, ex: Example) -> int:
         """The id of the retrieval unit that answers `ex` (its entity, or its fact)."""
         i = self.entity(ex)
-        return i if self.unit == "entity" else self.kb.fact_id(i, ex.key.split("|")[1])
+        return i if self.unit == "entity" else self.kb.fact_id(i, self.attribute(ex))
 
     def context(self, question: str) -> str:
         """The "Context: <BM25 top-1 unit>" line for `question`."""
@@ -493,7 +497,7 @@ class Facts(Task):
                 ex = self.sample(rng, "train")
                 text = "".join(self.format(ex))
                 if r >= 0.5:
-                    text = self._context_line(rng, self.kb, self.entity(ex), ex.key.split("|")[1]) + text
+                    text = self._context_line(rng, self.kb, self.entity(ex), self.attribute(ex)) + text
             else:
                 text = self._reading(rng)
             parts.append(text)

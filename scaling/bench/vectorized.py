@@ -60,16 +60,15 @@ def _steady_tps(workdir: str) -> float:
 def compare(args, field: str, values: list, root: str) -> dict:
     """One sweep of `field` over `values`, separately and as one group."""
     cfgs = [_config(args, **{field: v}) for v in values]
+    sep, grp, flo = ([os.path.join(root, f"{field}-{kind}{k}") for k in range(len(cfgs))]
+                     for kind in ("s", "g", "f"))
     t0 = time.perf_counter()
-    for k, c in enumerate(cfgs):
-        train(ConfigDict(c.to_dict()), os.path.join(root, f"{field}-s{k}"), verbose=False)
+    for c, d in zip(cfgs, sep):
+        train(ConfigDict(c.to_dict()), d, verbose=False)
     sep_wall = time.perf_counter() - t0
     t0 = time.perf_counter()
-    train_group([ConfigDict(c.to_dict()) for c in cfgs],
-                [os.path.join(root, f"{field}-g{k}") for k in range(len(cfgs))], mode=args.mode)
+    train_group([ConfigDict(c.to_dict()) for c in cfgs], grp, mode=args.mode)
     group_wall = time.perf_counter() - t0
-    sep = [os.path.join(root, f"{field}-s{k}") for k in range(len(cfgs))]
-    grp = [os.path.join(root, f"{field}-g{k}") for k in range(len(cfgs))]
     # G runs one after another: tokens over their summed time = the mean of their rates
     sep_tps = statistics.mean(_steady_tps(d) for d in sep)
     group_tps = sum(_steady_tps(d) for d in grp)
@@ -83,11 +82,9 @@ def compare(args, field: str, values: list, root: str) -> dict:
         # The rounding floor: the same separate runs with the cross-entropy summed in chunks
         # (mathematically the same loss, another summation order). How far two float32 runs
         # drift apart from rounding alone bounds how equal group and separate can be.
-        for k, v in enumerate(values):
-            train(_config(args, loss_chunk=args.seq_len // 4, **{field: v}),
-                  os.path.join(root, f"{field}-f{k}"), verbose=False)
-        out["floor_loss_diff_per_trial"] = [
-            _max_diff(s, os.path.join(root, f"{field}-f{k}")) for k, s in enumerate(sep)]
+        for v, d in zip(values, flo):
+            train(_config(args, loss_chunk=args.seq_len // 4, **{field: v}), d, verbose=False)
+        out["floor_loss_diff_per_trial"] = [_max_diff(s, f) for s, f in zip(sep, flo)]
         out["floor_max_loss_diff"] = max(out["floor_loss_diff_per_trial"])
     return out
 
