@@ -291,3 +291,35 @@ def test_wsd_analysis_compares_losses_and_compute(tmp_path):
     assert os.path.getsize(tmp_path / "0" / "plots" / "wsd_vs_cosine.png") > 1000
     with pytest.raises(Exception, match="share no finished"):
         wsd.compare(w, c.assign(tokens=7))
+
+
+def test_wsd_analysis_with_seed_replicates(tmp_path):
+    """Two seeds of each grid: means, the seed SD, the difference's SE and the 95% interval of
+    the mean difference over replicates (t with one degree of freedom)."""
+    from analysis import wsd
+    w0, c0 = _tables()
+    # seed 1: wsd 0.02 higher at every point, cosine unchanged
+    w1 = w0.assign(val_loss=w0["val_loss"] + 0.02)
+    w, c = (pd.concat([a.assign(replicate=0), b.assign(replicate=1)], ignore_index=True)
+            for a, b in ((w0, w1), (c0, c0)))
+    both = wsd.compare(w, c)
+    assert len(both) == 6 and (both["wsd_n"] == 2).all() and (both["cosine_sd"] == 0).all()
+    assert both["wsd_sd"].to_numpy() == pytest.approx(0.02 / 2 ** 0.5)
+    assert both["rel_diff_se"].to_numpy() == pytest.approx(0.01 / both["cosine"].to_numpy())
+    assert both["rel_diff"].to_numpy() == pytest.approx(
+        ((w0[w0.role == "branch"]["val_loss"].to_numpy() + 0.01) / both["cosine"].to_numpy()) - 1)
+    reps = wsd.replicate_means(w, c)
+    assert list(reps.index) == [0, 1] and reps[1] > reps[0]
+    s = wsd.summary(w, c, tol=0.001)
+    half = 12.706 * abs(reps[1] - reps[0]) / 2  # t(0.975, 1) * sd / sqrt(2)
+    assert s["replicates"] == 2
+    assert s["mean_rel_diff_ci"] == pytest.approx([reps.mean() - half, reps.mean() + half], rel=1e-3)
+    assert 0 < s["seed_rel_sd"] < 0.01 and s["points_outside_tol_beyond_2se"] == 0
+    dirs = []
+    for k, df in enumerate((w0, c0, w1, c0)):
+        dirs.append(str(tmp_path / str(k)))
+        os.makedirs(dirs[-1])
+        df.to_csv(os.path.join(dirs[-1], "results.csv"), index=False)
+    assert wsd.main(dirs[:2] + ["--replicate"] + dirs[2:] + ["--json", "--tol", "0.001"]) == 0
+    assert os.path.getsize(os.path.join(dirs[0], "plots", "wsd_vs_cosine.png")) > 1000
+    assert wsd.main(dirs[:2] + ["--replicate", dirs[2], str(tmp_path / "nope"), "--json"]) == 2

@@ -11,6 +11,11 @@ and its cosine twin (`:cosine`), to measure what the branches save (Hägele et a
         # (tuned on 500-step cosine runs) fair to both schedules?
     scaling sweep --config experiments/chinchilla_wsd.py:linear --workdir runs/wsd_linear  (~5 min)
         # the same wsd grid with a linear cooldown (Hägele's 1-sqrt is the default)
+    scaling sweep --config experiments/chinchilla_wsd.py --config.train.seed=1 --workdir runs/wsd_s1
+    scaling sweep --config experiments/chinchilla_wsd.py:cosine --config.train.seed=1 --workdir runs/cosine_s1
+    python -m analysis.wsd runs/wsd runs/cosine --replicate runs/wsd_s1 runs/cosine_s1
+        # seed replicates (~8 min a pair side by side): seed-averaged differences with their
+        # standard errors and a 95% interval on the mean difference (one seed's noise ~0.7%)
 
 Design, for 2 CPU cores:
 - 3 sizes (d16/L1, d24/L1, d32/L1: 3.2k-12k non-embedding parameters, around the IsoFLOP study's
