@@ -373,9 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="same as --group-size 8 (opt-in: on a CPU a group steps its members "
                          "one after another in one program, bitwise equal to separate runs and "
                          "1.1-1.5x their throughput on 2 cores in one process, but a whole "
-                         "lr sweep with --parallel 2 took 1.12x as long as ungrouped (coarser "
-                         "units to share out); the vmapped step, used on accelerators, "
-                         "measured 0.6-0.9x on CPU; docs/benchmarks.md)")
+                         "lr sweep with --parallel 2 took 1.05x as long as ungrouped (groups "
+                         "are coarse units to share out); the vmapped step, used on "
+                         "accelerators, measured 0.6-0.9x on CPU; docs/benchmarks.md)")
     for flag, typ, what in (("partition", str, "SLURM partition"),
                             ("time", int, "job time limit in minutes (default 60)"),
                             ("gpus", int, "GPUs per job"), ("cpus", int, "CPUs per job"),

@@ -154,6 +154,24 @@ def test_sweep_groups_lr_trials_and_equals_an_unvectorised_sweep(tmp_path):
         assert abs(v[tid]["loss"] - s[tid]["loss"]) <= 1e-5
 
 
+def test_groups_are_claimed_largest_first(tmp_path, monkeypatch):
+    """Workers take the groups with the most training FLOPs first (ties in plan order), so a
+    sweep of unequal groups does not end with one worker training the largest alone."""
+    from scaling.sweeps import launchers
+    from scaling.sweeps.plan import Trial
+    trials = []
+    for d in (16, 64, 32):  # plan order: small, large, middle
+        for lr in (1e-3, 2e-3):
+            c = tiny_config()
+            c.model.d_model, c.train.lr = d, lr
+            trials.append(Trial(f"d{d}-lr{lr}", {"model.d_model": d, "train.lr": lr}, c))
+    claimed = []
+    monkeypatch.setattr(launchers, "claim_group", lambda w, g, label, progress=False: (
+        claimed.append(sorted({t.cfg.model.d_model for _, t in g})) or {t.trial_id for _, t in g}))
+    launchers.run_claims(str(tmp_path), trials, lambda k, t: t.trial_id, group_size=8)
+    assert claimed == [[64], [32], [16]]
+
+
 @pytest.mark.slow
 def test_parallel_workers_each_claim_a_group(tmp_path):
     from conftest import run_cli

@@ -243,6 +243,21 @@ def test_chinchilla_wsd_experiment_design():
     assert spent(wsd) / spent(cos) <= 0.55
 
 
+def test_chinchilla_wsd_wide_grid_spans_n_and_d():
+    """:wide and :wide_cosine train the same grid, 9x in N and 8x in D, so the exponents are
+    not fitted on a 4x range each."""
+    from scaling import counting
+    wsd, _ = expand("experiments/chinchilla_wsd.py:wide", [])
+    cos, _ = expand("experiments/chinchilla_wsd.py:wide_cosine", [])
+    grid_of = lambda ts: sorted((t.cfg.model.d_model, t.cfg.train.tokens, t.cfg.train.lr)  # noqa
+                                for t in ts if t.cfg.train.tokens)
+    assert grid_of([t for t in wsd if t.parent]) == grid_of(cos) and len(cos) == 12
+    assert {t.cfg.train.schedule for t in cos} == {"cosine"}
+    n = sorted({counting.describe(t.cfg)["params_non_embedding"] for t in cos})
+    d = sorted({t.cfg.train.tokens for t in cos})
+    assert n[-1] / n[0] >= 8 and d[-1] / d[0] == 8
+
+
 def test_chinchilla_wsd_lr_scan_pairs_the_two_schedules():
     """:lrscan and :lrscan_cosine train the same (lr, budget) points, d24 only, at multiples of
     the rule's lr that bracket it, so each schedule's own optimum can be compared."""

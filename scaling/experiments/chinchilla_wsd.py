@@ -16,6 +16,10 @@ and its cosine twin (`:cosine`), to measure what the branches save (Hägele et a
     python -m analysis.wsd runs/wsd runs/cosine --replicate runs/wsd_s1 runs/cosine_s1
         # seed replicates (~8 min a pair side by side): seed-averaged differences with their
         # standard errors and a 95% interval on the mean difference (one seed's noise ~0.7%)
+    scaling sweep --config experiments/chinchilla_wsd.py:wide --workdir runs/wsd_wide
+    scaling sweep --config experiments/chinchilla_wsd.py:wide_cosine --workdir runs/cosine_wide
+        # a grid wide enough to test the exponents: d16, d32, d48 (9x N) x 2000-16000 steps
+        # (8x D, up to 4.2 epochs); doubling budgets, so wsd spends 63% of cosine's compute
 
 Design, for 2 CPU cores:
 - 3 sizes (d16/L1, d24/L1, d32/L1: 3.2k-12k non-embedding parameters, around the IsoFLOP study's
@@ -45,14 +49,19 @@ TOKENS = [s * BATCH * SEQ_LEN for s in STEPS]
 DECAY_FRACTION, DECAY_SHAPE = 0.2, "1-sqrt"
 # lr scan: multiples of the rule's lr, at the middle size and the two shortest budgets.
 LR_MULTIPLIERS = [0.5, 0.71, 1.0, 1.41, 2.0, 2.83]
-ARGS = (None, "cosine", "pilot", "lrscan", "lrscan_cosine", "linear")
+# wide: 9x in N and 8x in D, so that alpha and beta are not left to a 4x range each
+WIDE_SIZES = [grid.size(16, 1, 2), grid.size(32, 1, 2), grid.size(48, 1, 2)]
+WIDE_TOKENS = [s * BATCH * SEQ_LEN for s in (2000, 4000, 8000, 16000)]
+ARGS = (None, "cosine", "pilot", "lrscan", "lrscan_cosine", "linear", "wide", "wide_cosine")
+COSINE_ARGS = ("cosine", "lrscan_cosine", "wide_cosine")
 
 
 def get_config(arg=None):
     if arg not in ARGS:
-        raise ValueError(f"unknown ARG {arg!r}; use nothing (wsd), cosine, pilot, lrscan, lrscan_cosine or linear")
+        raise ValueError(f"unknown ARG {arg!r}; use nothing (wsd), cosine, pilot, lrscan, "
+                         "lrscan_cosine, linear, wide or wide_cosine")
     c = default_config()
-    c.name = "chinchilla_cosine" if arg in ("cosine", "lrscan_cosine") else "chinchilla_wsd"
+    c.name = "chinchilla_cosine" if arg in COSINE_ARGS else "chinchilla_wsd"
     c.train.update(dict(batch_size=BATCH, seq_len=SEQ_LEN, tokens=TOKENS[0], warmup=0.05,
                         min_lr_ratio=0.1))
     c.log.every = 25
@@ -64,14 +73,17 @@ def get_sweep(arg=None):
     """`:cosine`: every (size, budget) from scratch; default: grid.wsd trunks and branches;
     `:pilot`: the wsd grid for the smallest size and two budgets only; `:lrscan`,
     `:lrscan_cosine`: d24 at LR_MULTIPLIERS x the rule's lr, 2000 and 4000 steps; `:linear`: the
-    wsd grid with a linear cooldown instead of 1-sqrt."""
+    wsd grid with a linear cooldown instead of 1-sqrt; `:wide`, `:wide_cosine`: WIDE_SIZES x
+    WIDE_TOKENS both ways."""
     base = get_config(arg)
     sizes, tokens = (SIZES[:1], TOKENS[:2]) if arg == "pilot" else (SIZES, TOKENS)
+    if arg in ("wide", "wide_cosine"):
+        sizes, tokens = WIDE_SIZES, WIDE_TOKENS
     if arg in ("lrscan", "lrscan_cosine"):
         rule = lr_for(size_counts(base, SIZES[1])[0])
         sizes = [{**SIZES[1], "train.lr": round(m * rule, 6)} for m in LR_MULTIPLIERS]
         tokens = TOKENS[:2]
-    if arg in ("cosine", "lrscan_cosine"):
+    if arg in COSINE_ARGS:
         points = grid.sizes_x_tokens(sizes, tokens)
     else:
         shape = "linear" if arg == "linear" else DECAY_SHAPE

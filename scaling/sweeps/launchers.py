@@ -37,6 +37,7 @@ import threading
 import time
 import traceback
 
+from scaling import counting
 from scaling.config import ConfigDict
 from scaling.errors import Stopped, UserError, write_failure
 from scaling.fileio import write_json_atomic
@@ -183,17 +184,24 @@ def _gate(workdir: str, t: Trial, label: str):
     return state, None
 
 
+def largest_first(groups: list[list[Trial]]) -> list[list[Trial]]:
+    """Groups in order of their training FLOPs, largest first (ties in plan order). Groups are
+    coarse units: claimed in plan order, the lr sweep's 4 groups left one of 2 workers idle for
+    half the sweep (docs/benchmarks.md); largest first, the workers finish closer together."""
+    return sorted(groups, key=lambda g: -sum(counting.describe(t.cfg)["flops"] for t in g))
+
+
 def run_claims(workdir: str, trials: list[Trial], label, *, progress: bool = False,
                poll_s: float = 1.0, group_size: int = 1) -> None:
     """Claim and train `trials` in order (`label(k, t)` names them in output) until each is
     finished, or running in another process. With `group_size` > 1, trials that differ only in
     seed or optimizer numbers are first claimed and trained as vectorised groups of up to that
-    many (`plan.vector_groups`, `claim_group`). A wsd branch waits (polling every `poll_s`) for
+    many (`plan.vector_groups`, `claim_group`), the largest first (`largest_first`). A wsd branch waits (polling every `poll_s`) for
     its trunk's checkpoint; a trunk held by another process stays on the list while a branch of
     it waits, so it is claimed here if that process dies."""
     k_of = {t.trial_id: k for k, t in enumerate(trials, 1)}
     done_here: set[str] = set()
-    for group in vector_groups(trials, group_size):
+    for group in largest_first(vector_groups(trials, group_size)):
         done_here |= claim_group(workdir, [(k_of[t.trial_id], t) for t in group], label,
                                  progress=progress)
     todo, told = [t for t in trials if t.trial_id not in done_here], set()

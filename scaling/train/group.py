@@ -9,7 +9,7 @@ d32/L2, docs/benchmarks.md) the vmapped step measured 0.6-0.9x the throughput of
 and drifts from them by float32 rounding (a different summation order), while "map" computed as
 fast as separate runs (80 vs 81 ms for 8 steps), trained 1.1-1.5x faster in the loop (shared host
 work) and was bitwise equal to them. A whole sweep gains less: groups are coarse units, and with
-`--parallel 2` an lr sweep's four unequal groups left one worker idle (143 vs 128 s ungrouped).
+`--parallel 2` an lr sweep's largest group set the wall time (112 vs 106 s ungrouped, mean of two).
 
 The group's train state is the single-run state with a leading trial axis [G, ...]: initialised
 by a vmapped `Trainer._init` over the seeds (bitwise the separate inits), stepped by `Trainer._step`
