@@ -20,6 +20,7 @@ and its cosine twin (`:cosine`), to measure what the branches save (Hägele et a
     scaling sweep --config experiments/chinchilla_wsd.py:wide_cosine --workdir runs/cosine_wide
         # a grid wide enough to test the exponents: d16, d32, d48 (9x N) x 2000-16000 steps
         # (8x D, up to 4.2 epochs); doubling budgets, so wsd spends 63% of cosine's compute
+        # (11 and 15 min side by side on 2 cores)
 
 Design, for 2 CPU cores:
 - 3 sizes (d16/L1, d24/L1, d32/L1: 3.2k-12k non-embedding parameters, around the IsoFLOP study's
