@@ -63,13 +63,14 @@ def compute(df: pd.DataFrame) -> float:
 def replicate_means(wsd: pd.DataFrame, cosine: pd.DataFrame,
                     loss_col: str = "val_loss") -> pd.Series:
     """Mean rel_diff over the shared points, one value per replicate found in both tables."""
-    def pick(df: pd.DataFrame, r) -> pd.DataFrame:
+    def pick(df: pd.DataFrame, r) -> pd.DataFrame:  # a table without the column is replicate 0
         return df[df[REP] == r] if REP in df.columns else df
 
-    reps = sorted(set(wsd.get(REP, pd.Series([0])).unique())
-                  & set(cosine.get(REP, pd.Series([0])).unique()))
+    def reps(df: pd.DataFrame) -> set:
+        return set(df[REP]) if REP in df.columns else {0}
+
     return pd.Series({r: compare(pick(wsd, r), pick(cosine, r), loss_col)["rel_diff"].mean()
-                      for r in reps}, name="mean_rel_diff")
+                      for r in sorted(reps(wsd) & reps(cosine))}, name="mean_rel_diff")
 
 
 def summary(wsd: pd.DataFrame, cosine: pd.DataFrame, loss_col: str = "val_loss",

@@ -77,9 +77,8 @@ def get_sweep(arg=None):
     wsd grid with a linear cooldown instead of 1-sqrt; `:wide`, `:wide_cosine`: WIDE_SIZES x
     WIDE_TOKENS both ways."""
     base = get_config(arg)
-    sizes, tokens = (SIZES[:1], TOKENS[:2]) if arg == "pilot" else (SIZES, TOKENS)
-    if arg in ("wide", "wide_cosine"):
-        sizes, tokens = WIDE_SIZES, WIDE_TOKENS
+    sizes, tokens = {"pilot": (SIZES[:1], TOKENS[:2]), "wide": (WIDE_SIZES, WIDE_TOKENS),
+                     "wide_cosine": (WIDE_SIZES, WIDE_TOKENS)}.get(arg, (SIZES, TOKENS))
     if arg in ("lrscan", "lrscan_cosine"):
         rule = lr_for(size_counts(base, SIZES[1])[0])
         sizes = [{**SIZES[1], "train.lr": round(m * rule, 6)} for m in LR_MULTIPLIERS]

@@ -196,9 +196,10 @@ def run_claims(workdir: str, trials: list[Trial], label, *, progress: bool = Fal
     """Claim and train `trials` in order (`label(k, t)` names them in output) until each is
     finished, or running in another process. With `group_size` > 1, trials that differ only in
     seed or optimizer numbers are first claimed and trained as vectorised groups of up to that
-    many (`plan.vector_groups`, `claim_group`), the largest first (`largest_first`). A wsd branch waits (polling every `poll_s`) for
-    its trunk's checkpoint; a trunk held by another process stays on the list while a branch of
-    it waits, so it is claimed here if that process dies."""
+    many (`plan.vector_groups`, `claim_group`), the largest first (`largest_first`). A wsd
+    branch waits (polling every `poll_s`) for its trunk's checkpoint; a trunk held by another
+    process stays on the list while a branch of it waits, so it is claimed here if that process
+    dies."""
     k_of = {t.trial_id: k for k, t in enumerate(trials, 1)}
     done_here: set[str] = set()
     for group in largest_first(vector_groups(trials, group_size)):
